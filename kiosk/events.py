@@ -1,0 +1,59 @@
+"""What sensors put on the queue.  Sensor callbacks and reader threads only build
+one of these (a timestamp and a few fields) and enqueue it; the writer does the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Union
+
+Direction = Literal["in", "out"]
+
+#: Sensor states shown in ``kiosk status`` and sent in upload health.
+SENSOR_STATES = ("starting", "ok", "down", "stuck", "simulated")
+
+
+@dataclass(frozen=True, slots=True)
+class Pulse:
+    """``count`` visitors crossed ``sensor_id`` in ``direction`` at UTC second ``ts``."""
+
+    sensor_id: str
+    ts: float
+    direction: Direction
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SensorEvent:
+    """A change of sensor state or a notable happening (fault, reconnect, device reset).
+
+    ``state`` is the sensor's new state (one of :data:`SENSOR_STATES`) or ``None``
+    when the event does not change it.  ``level`` is a logging level name.
+    """
+
+    sensor_id: str
+    ts: float
+    kind: str  # e.g. "state", "reconnect", "device-reset", "transit-timeout"
+    message: str
+    level: str = "INFO"
+    state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A serial line that did not parse (``sample`` is a printable excerpt, ≤ 80 chars)."""
+
+    sensor_id: str
+    ts: float
+    sample: str
+    reason: str
+
+
+Message = Union[Pulse, SensorEvent, Rejected]
+Emit = Callable[[Message], None]
+
+
+def printable_sample(data: bytes, limit: int = 80) -> str:
+    """A safe, printable excerpt of raw bytes for logs (non-printables escaped)."""
+    text = data[:limit].decode("ascii", errors="backslashreplace")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text + ("…" if len(data) > limit else "")

@@ -1,0 +1,38 @@
+"""The one exception hierarchy of the kiosk package."""
+
+from __future__ import annotations
+
+
+class KioskError(Exception):
+    "Base class for every error raised by the kiosk package"
+
+
+class ConfigError(KioskError, ValueError):
+    "The configuration file is missing, unreadable or invalid"
+
+    def __init__(self, problems: list[str] | str, *, path: str | None = None) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        self.path = path
+        super().__init__("\n".join(self.problems))
+
+
+class ClockError(KioskError, ValueError):
+    "A clock was asked for something it cannot do (e.g. a non-positive speed)"
+
+
+class SensorError(KioskError, OSError):
+    "A sensor could not be set up or read"
+
+
+class StorageError(KioskError, OSError):
+    "The local database could not be opened, migrated or written"
+
+
+class UploadError(KioskError, IOError):
+    "An upload to the statistics server failed"
+
+
+class ExportError(KioskError, ValueError):
+    "An export or report was asked for with invalid arguments"
