@@ -1,0 +1,147 @@
+"""``kiosk status``: what the counter is doing, read from the database alone."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from kiosk.config import Config
+from kiosk.periods import iso_local, local_midnight
+from kiosk.store import Store
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) -> dict[str, Any]:
+    """Everything ``kiosk status`` shows, as a JSON-able dict (times as local ISO strings)."""
+    daemon = store.meta("daemon") or {}
+    runs = store.conn.execute(
+        "SELECT started_at, last_seen, stopped_at, stop_reason FROM runs ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    last_seen = runs[1] if runs else None
+    stopped = runs[2] is not None if runs else True
+    heartbeat = float(daemon.get("heartbeat_s", 30)) / min(float(daemon.get("speed", 1)), 60)
+    running = (not stopped) and _pid_alive(daemon.get("pid"))
+    if running and daemon.get("speed", 1) == 1 and last_seen is not None \
+            and now - last_seen > 3 * heartbeat + 10:
+        state = "stalled"
+    elif running:
+        state = "running"
+    else:
+        state = "stopped" if runs else "never started"
+    today = local_midnight(datetime.fromtimestamp(now, tz).date(), tz)
+    if daemon.get("speed", 1) != 1 and last_seen:
+        # an accelerated demo: "today" is the simulated day
+        today = local_midnight(datetime.fromtimestamp(last_seen, tz).date(), tz)
+    tomorrow = local_midnight(datetime.fromtimestamp(today, tz).date() + timedelta(days=1), tz)
+    today_totals = store.totals_between(today, tomorrow)
+    sensors = []
+    configured = {s.id: s.type for s in config.sensors} if config else {}
+    rows = {r["sensor_id"]: r for r in store.sensor_rows()}
+    for sid in sorted(set(rows) | set(configured)):
+        r = rows.get(sid, {})
+        i, o = today_totals.get(sid, (0, 0))
+        sensors.append({
+            "sensor_id": sid,
+            "kind": r.get("kind") or configured.get(sid),
+            "state": (r.get("state") or "never seen") if running else "not running",
+            "last_state": r.get("state"),
+            "state_since": _local(r.get("state_since"), tz),
+            "message": r.get("message"),
+            "last_pulse": _local(r.get("last_pulse"), tz),
+            "today_in": i,
+            "today_out": o,
+            "rejected_lines": r.get("rejected_lines", 0),
+            "configured": sid in configured if config else None,
+        })
+    return {
+        "device": ({"id": config.device.id, "site": config.device.site,
+                    "timezone": config.device.timezone} if config else None),
+        "daemon": {
+            "state": state,
+            "pid": daemon.get("pid"),
+            "version": daemon.get("version"),
+            "started_at": _local(daemon.get("started_at"), tz),
+            "last_write": _local(last_seen, tz),
+            "last_write_age_s": round(now - last_seen, 1) if last_seen else None,
+            "stop_reason": runs[3] if runs else None,
+            "speed": daemon.get("speed", 1),
+            "last_error": daemon.get("last_error"),
+        },
+        "today": {"date": datetime.fromtimestamp(today, tz).date().isoformat(),
+                  "in": sum(v[0] for v in today_totals.values()),
+                  "out": sum(v[1] for v in today_totals.values())},
+        "pending": {
+            "unflushed_queue_depth": daemon.get("queue_depth", 0),
+            "flush_interval_s": daemon.get("flush_interval_s"),
+        },
+        "sensors": sensors,
+        "database": {"path": store.path, "bytes": store.size_bytes()},
+    }
+
+
+def _local(ts: float | None, tz: ZoneInfo) -> str | None:
+    return iso_local(ts, tz) if ts else None
+
+
+def _short(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") if iso else "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def render(info: dict[str, Any]) -> str:
+    """The human-readable form of :func:`collect`'s result."""
+    from tabulate import tabulate
+
+    lines = []
+    dev = info["device"]
+    if dev:
+        lines.append(f"kiosk {dev['id']} at {dev['site']} ({dev['timezone']})")
+    d = info["daemon"]
+    if d["state"] == "running":
+        speed = f", clock x{d['speed']:g}" if d["speed"] != 1 else ""
+        lines.append(f"daemon:   running (pid {d['pid']}, version {d['version']}, since "
+                     f"{_short(d['started_at'])}, last write {d['last_write_age_s']} s ago{speed})")
+    elif d["state"] == "stalled":
+        lines.append(f"daemon:   STALLED: pid {d['pid']} alive but no write for "
+                     f"{d['last_write_age_s']} s; check `journalctl -u kiosk`")
+    else:
+        lines.append(f"daemon:   {d['state']}" + (f" (last write {_short(d['last_write'])}, "
+                                                  f"stopped by {d['stop_reason'] or 'a crash or power cut'})"
+                                                  if d["last_write"] else ""))
+    if d.get("last_error"):
+        lines.append(f"          last write error: {d['last_error']}")
+    t = info["today"]
+    lines.append(f"today:    {t['in']} in, {t['out']} out ({t['date']}, local time)")
+    p = info["pending"]
+    if d["state"] == "running":
+        lines.append(f"pending:  at most {p['flush_interval_s']} s of pulses in memory "
+                     f"(queue depth at last write: {p['unflushed_queue_depth']})")
+    db = info["database"]
+    lines.append(f"database: {db['path']} ({_size(db['bytes'])})")
+    lines.append("")
+    table = [[s["sensor_id"], s["kind"] or "-", s["state"], _short(s["last_pulse"]),
+              s["today_in"], s["today_out"], s["rejected_lines"], s["message"] or ""]
+             for s in info["sensors"]]
+    lines.append(tabulate(table, headers=["sensor", "kind", "state", "last pulse", "in today",
+                                          "out today", "rejected", "last message"]))
+    return "\n".join(lines)
