@@ -152,8 +152,8 @@ def check_config(path: str | None) -> None:
     path = find_config_path(path)
     cfg = load(path)
     kinds = ", ".join(f"{s.id} ({s.type})" for s in cfg.sensors)
-    click.echo(f"{path}: OK: device {cfg.device.id} at {cfg.device.site}, sensors: {kinds}; "
-               + (f"uploads to {cfg.upload.url}" if cfg.upload else "no [upload]: counts are kept locally only"))
+    where = f"uploads to {cfg.upload.url}" if cfg.upload else "no [upload]: counts are kept locally only"
+    click.echo(f"{path}: OK: device {cfg.device.id} at {cfg.device.site}, sensors: {kinds}; {where}")
 
 
 # -- status ----------------------------------------------------------------------------------

@@ -347,13 +347,9 @@ class _Validator:
         for key in ("min_pulse_ms", "holdoff_ms"):
             if opts.get(key) is not None:
                 self.positive(f"{where} {key}", opts[key], allow_zero=True)
-        for key in ("stuck_after_s", "max_transit_ms", "reconnect_min_s", "reconnect_max_s",
-                    "mean_stay_min"):
+        for key in ("stuck_after_s", "max_transit_ms", "reconnect_min_s", "reconnect_max_s"):
             if opts.get(key) is not None:
                 self.positive(f"{where} {key}", opts[key])
-        for key in ("weekday_visits", "weekend_visits"):
-            if opts.get(key) is not None:
-                self.positive(f"{where} {key}", opts[key], allow_zero=True)
         for key in ("pin", "pin_a", "pin_b"):
             pin = opts.get(key)
             if pin is None:
@@ -380,14 +376,14 @@ class _Validator:
             if opts["baudrate"] <= 0:
                 self.problem(f"{where} baudrate", f"expected a baud rate > 0, found {opts['baudrate']}")
         if stype == "simulated":
-            for key in ("weekday_hours", "weekend_hours"):
-                m = re.fullmatch(r"(\d\d):(\d\d)-(\d\d):(\d\d)", opts[key])
-                ok = m and int(m[1]) < 24 and int(m[3]) <= 24 and int(m[2]) < 60 and int(m[4]) < 60
-                if not ok or (int(m[1]) * 60 + int(m[2])) >= (int(m[3]) * 60 + int(m[4])):
-                    self.problem(
-                        f"{where} {key}", f"expected opening hours such as '08:00-20:00', found "
-                        f"{opts[key]!r}"
-                    )
+            from kiosk.simulated import SimulatedSensor
+
+            try:
+                SimulatedSensor.validate_options(
+                    str(sid), **{k: v for k, v in opts.items() if v is not None})
+            except ConfigError as e:
+                for p in e.problems:
+                    self.problems.append(f"{self.source}: {where}: {p.split(': ', 1)[-1]}")
 
     def upload(self, value: Any) -> UploadConfig | None:
         if not isinstance(value, dict):

@@ -15,7 +15,7 @@ import queue
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from kiosk import __version__, systemd
 from kiosk.clock import Clock
@@ -307,8 +307,9 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 class _JournalFormatter(logging.Formatter):
-    _PRIO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-             logging.CRITICAL: 2}
+    _PRIO: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2,
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         prio = self._PRIO.get(record.levelno, 6)

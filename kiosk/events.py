@@ -3,8 +3,9 @@ one of these (a timestamp and a few fields) and enqueue it; the writer does the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Union
+from typing import Literal
 
 Direction = Literal["in", "out"]
 
@@ -40,7 +41,7 @@ class SensorEvent:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A serial line that did not parse (``sample`` is a printable excerpt, ≤ 80 chars)."""
+    """A serial line that did not parse (``sample``: a printable excerpt of its first 80 bytes)."""
 
     sensor_id: str
     ts: float
@@ -48,7 +49,7 @@ class Rejected:
     reason: str
 
 
-Message = Union[Pulse, SensorEvent, Rejected]
+Message = Pulse | SensorEvent | Rejected
 Emit = Callable[[Message], None]
 
 

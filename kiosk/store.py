@@ -384,7 +384,8 @@ class Store:
 def _explain(path: str, e: sqlite3.DatabaseError) -> str:
     text = str(e)
     if "disk is full" in text or "database or disk is full" in text:
-        return f"{path}: the disk is full; free space (df -h {Path(path).parent}); counts are kept in memory meanwhile"
+        return (f"{path}: the disk is full; free space (df -h {Path(path).parent}); "
+                f"counts are kept in memory meanwhile")
     if "readonly" in text or "unable to open" in text:
         return (f"{path}: cannot write the database ({text}); check that the directory exists "
                 f"and belongs to the service user")
