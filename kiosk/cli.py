@@ -8,17 +8,17 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
 
 from kiosk import __version__
-from kiosk.config import DEFAULT_PATH, Config, find_config_path, load, load_embedded_demo
+from kiosk.config import DEFAULT_PATH, Config, find_config_path, load
 from kiosk.exc import ConfigError, KioskError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
-DEMO_DB = "kiosk-data/demo.db"
 
 config_option = click.option(
     "--config", "-c", "config_path", metavar="PATH",
@@ -96,7 +96,23 @@ def run(ctx: click.Context, config_path: str | None, speed: float, db_path: str 
     cfg = load(path)
     if db_path:
         cfg = _with_db(cfg, db_path)
-    _run_daemon(ctx, cfg, speed=speed, config_path=path)
+    _run_daemon(ctx, cfg, speed=speed, config_path=path, services=upload_services(cfg))
+
+
+def upload_services(cfg: Config) -> list:
+    """The uploader thread for the daemon, if the config has [upload]."""
+    if cfg.upload is None:
+        return []
+
+    def make(daemon: Any) -> Any:
+        from kiosk.store import Store
+        from kiosk.upload import Uploader, UploadLock, UploadService
+
+        store = Store.open(daemon.config.storage.path)
+        return UploadService(Uploader(store, daemon.config, clock=daemon.clock),
+                             UploadLock(daemon.config.storage.path))
+
+    return [make]
 
 
 def _with_db(cfg: Config, db_path: str) -> Config:
@@ -106,13 +122,14 @@ def _with_db(cfg: Config, db_path: str) -> Config:
 
 
 def _run_daemon(ctx: click.Context, cfg: Config, *, speed: float, config_path: str | None,
-                services: list | None = None) -> None:
+                services: list | None = None, clock: Any = None, quiet: bool = False) -> None:
     import logging
 
     from kiosk.clock import ScaledClock, SystemClock
     from kiosk.daemon import Daemon, setup_logging
 
-    setup_logging(logging.DEBUG if ctx.obj.get("debug") else logging.INFO)
+    level = logging.WARNING if quiet else logging.INFO
+    setup_logging(logging.DEBUG if ctx.obj.get("debug") else level)
     if speed != 1.0:
         if not cfg.all_simulated:
             raise ConfigError(
@@ -121,28 +138,33 @@ def _run_daemon(ctx: click.Context, cfg: Config, *, speed: float, config_path: s
             )
         if not 0 < speed <= 100_000:
             raise ConfigError(f"--speed must be between 0 and 100000, got {speed:g}")
-        clock = ScaledClock(speed=speed)
+        clock = clock or ScaledClock(speed=speed)
     else:
         clock = SystemClock()
     ctx.exit(Daemon(cfg, clock=clock, config_path=config_path, services=services).run())
 
 
 @cli.command()
-@click.option("--db", "db_path", default=DEMO_DB, show_default=True, metavar="PATH",
-              help="Database of the demo.")
+@click.option("--dir", "data_dir", default="kiosk-data", show_default=True, metavar="DIR",
+              help="Where the demo keeps its databases (recreated on each run).")
 @click.option("--speed", type=float, default=1800.0, show_default=True,
               help="Simulated seconds per real second (1800: an hour every 2 s).")
+@click.option("--hours", type=float, default=None, help="Stop after this many simulated hours.")
+@click.option("--start", "start_at", default=None, metavar="TIME",
+              help="Simulated start time (default: 07:00 local time today).")
 @click.pass_context
-def demo(ctx: click.Context, db_path: str, speed: float) -> None:
-    """Count simulated visitors into a local database at high speed; no hardware needed.
+def demo(ctx: click.Context, data_dir: str, speed: float, hours: float | None,
+         start_at: str | None) -> None:
+    """Run the whole chain on this machine, no hardware or setup needed.
 
-    Uses the embedded default config (two simulated entrances). Stop with Ctrl-C,
-    then look with `kiosk status --db PATH` and `kiosk export --db PATH`.
+    Two simulated entrances count into a local database on an accelerated clock; the
+    daemon uploads hourly totals to the reference receiver on 127.0.0.1, and each
+    period is printed as the receiver accepts it.  Stop with Ctrl-C or --hours.
     """
-    cfg = load_embedded_demo(db_path)
-    click.echo(f"demo: simulated sensors, clock x{speed:g}, database {db_path}; Ctrl-C stops",
-               err=True)
-    _run_daemon(ctx, cfg, speed=speed, config_path=None)
+    from kiosk.demo import run_demo
+
+    ctx.exit(run_demo(data_dir=data_dir, speed=speed, hours=hours, start_at=start_at,
+                      debug=bool(ctx.obj.get("debug"))))
 
 
 @cli.command("check-config")
@@ -224,6 +246,88 @@ def export_csv(rows: list) -> str:
         d = r.as_dict()
         w.writerow([d["sensor_id"], d["start"], d["end"], d["in"], d["out"]])
     return buf.getvalue()
+
+
+# -- sync / receiver -------------------------------------------------------------------------
+
+@cli.command()
+@config_option
+@click.option("--list-quarantined", is_flag=True, help="List totals the server refused (kept).")
+@click.option("--retry-quarantined", is_flag=True,
+              help="Queue refused totals again (as a new revision), then upload.")
+@click.option("--wait", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for an upload the daemon is running.")
+def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: bool,
+         wait: float) -> None:
+    """Upload every closed period now, oldest first, and show what happened.
+
+    Safe beside the running daemon (the two take turns through a lock file).
+    Exit status 0 when the outbox is empty, 1 when something is left to send.
+    """
+    from kiosk.clock import SystemClock
+    from kiosk.exc import UploadError
+    from kiosk.upload import UploadLock, uploader_for
+
+    cfg = _config(config_path)
+    if cfg.upload is None:
+        raise UploadError(f"{cfg.source} has no [upload] section: this kiosk keeps its counts "
+                          f"locally and uploads nothing")
+    with uploader_for(cfg, clock=SystemClock()) as up:
+        if list_quarantined:
+            rows = up.quarantined()
+            if not rows:
+                click.echo("no quarantined totals")
+            for r in rows:
+                click.echo(f"{r['sensor_id']} {r['start']}..{r['end']} in={r['in']} "
+                           f"out={r['out']} revision={r['revision']}: {r['error']}")
+            return
+        lock = UploadLock(cfg.storage.path)
+        if not lock.acquire(timeout=wait):
+            raise UploadError(f"the daemon's upload did not finish within {wait:g} s; "
+                              f"try again or raise --wait")
+        try:
+            if retry_quarantined:
+                click.echo(f"{up.retry_quarantined()} quarantined total(s) queued again")
+            outcome = up.cycle(health_due=True)
+            b = up.backlog()
+        finally:
+            lock.release()
+    if outcome is None:
+        click.echo(f"uploaded: nothing left to send ({b['quarantined']} quarantined)")
+        return
+    click.echo(f"upload stopped: {outcome.message}", err=True)
+    click.echo(f"{b['periods']} period(s) left to send, oldest {b['oldest']}; "
+               f"{b['quarantined']} quarantined", err=True)
+    raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="TCP port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--db", "db_path", default="receiver.db", show_default=True, metavar="PATH",
+              help="Where the receiver stores what it accepts.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Require this bearer token (default: accept any).")
+@click.option("--show", is_flag=True, help="List what the receiver holds, then exit.")
+def receiver(port: int, host: str, db_path: str, token_file: str | None, show: bool) -> None:
+    """The reference receiver: a small statistics server for tests, demos and the city's
+    server team (not a production server).  See docs/protocol.md."""
+    from kiosk import receiver as rx
+
+    if show:
+        from tabulate import tabulate
+
+        rows = rx.show(db_path)
+        click.echo(tabulate([[r["device_id"], r["sensor_id"], r["start"], r["local_start"],
+                              r["in"], r["out"], r["coverage"], r["revision"]] for r in rows],
+                            headers=["device", "sensor", "start (UTC)", "local start", "in",
+                                     "out", "coverage", "revision"]))
+        s = rx.summary(db_path)
+        click.echo(f"{s['periods']} periods, {s['in']} in, {s['out']} out; "
+                   f"{s['requests']} requests {s['requests_by_status']}")
+        return
+    token = Path(token_file).read_text().strip() if token_file else None
+    rx.serve_forever(db_path, host, port, token)
 
 
 def main(argv: list[str] | None = None) -> int:

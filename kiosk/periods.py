@@ -11,14 +11,14 @@ import bisect
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from kiosk.exc import ExportError
 from kiosk.store import Store
 
 PERIODS = {"15m": 900, "30m": 1800, "1h": 3600, "1d": 86400}
-UTC = timezone.utc
+UTC = UTC
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ Layout (all times are UTC seconds since the epoch):
 ``sensors``  the latest state of each sensor, for ``kiosk status``.
 ``journal``  what happened: starts, stops, faults, clock jumps, uploads.
 ``meta``     small key/value facts (daemon pid, last flush, restarts).
+``uploads``  the upload outbox: each closed period's total, revision and state.
+``upload_requests`` request bodies stored before sending, re-sent byte for byte.
 
 Only the daemon's writer thread writes (one writer owns SQLite); CLI commands read
 through their own connections, which WAL mode lets run beside the writer.
@@ -86,6 +88,37 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         );
         CREATE INDEX journal_ts ON journal (ts);
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """
+    )
+
+
+@migrations()
+def m002_uploads(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE uploads (
+            sensor_id TEXT NOT NULL,
+            start INTEGER NOT NULL,             -- UTC seconds
+            end INTEGER NOT NULL,
+            in_count INTEGER NOT NULL,
+            out_count INTEGER NOT NULL,
+            coverage REAL NOT NULL,
+            revision INTEGER NOT NULL DEFAULT 1,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'quarantined')),
+            attempted INTEGER NOT NULL DEFAULT 0, -- this revision went out in a request
+            sent_at REAL,
+            error TEXT,
+            PRIMARY KEY (sensor_id, start)
+        ) WITHOUT ROWID;
+        CREATE INDEX uploads_state ON uploads (state, start);
+        CREATE TABLE upload_requests (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            body BLOB NOT NULL,
+            items TEXT NOT NULL,                -- JSON [[sensor_id, start, revision], ...]
+            created_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        );
         """
     )
 

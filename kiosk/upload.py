@@ -1,0 +1,617 @@
+"""Hourly uploads to the city's statistics server: every closed period exactly once in effect.
+
+How it stays exact (see docs/protocol.md for the wire format):
+
+* Each closed period's absolute total is materialised in the ``uploads`` table (the
+  outbox) with a ``revision``.  A period is marked ``sent`` only after a 2xx, in the
+  same transaction that deletes the request.
+* The exact request body is stored in ``upload_requests`` *before* it is sent, and
+  re-sent byte for byte (same ``Idempotency-Key``) until it gets a definite answer,
+  so a crash between the server's 200 and our commit is harmless.
+* Counts that change after a period was sent give it ``revision + 1``.
+
+Answers: connection errors, timeouts, 408, 409, 429 and 5xx retry with capped
+exponential backoff and jitter (honouring ``Retry-After``); 413 splits the batch;
+400/422 bisect the batch down to the offending totals and quarantine them; 401,
+403, 404, 3xx and TLS failures pause uploads (nothing is dropped) and retry slowly.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from kiosk import __version__
+from kiosk.clock import Clock
+from kiosk.config import Config, UploadConfig
+from kiosk.exc import UploadError
+from kiosk.periods import PERIODS, iso_local, iso_utc, totals
+from kiosk.store import Store
+
+log = logging.getLogger("kiosk.upload")
+
+SCHEMA = "kiosk.visitor-counts.v1"
+RETRY_BASE_S = 10.0  #: First retry delay after a transient failure (clock seconds).
+RETRY_AFTER_MAX_S = 6 * 3600.0  #: Longest Retry-After we honour (clock seconds).
+HEALTH_EVERY_S = 3600.0  #: A health-only upload at least this often (clock seconds).
+MAX_REQUESTS_PER_CYCLE = 1000  #: Upper bound of requests in one drain (a safety net).
+MIN_COVERAGE = 0.0001  #: Coverage sent for a period that has counts but no recorded run.
+
+_PERIOD_NAMES = {v: k for k, v in PERIODS.items()}
+
+
+@dataclass
+class Outcome:
+    """What one request achieved: ``kind`` is ok, retry, split, quarantine or pause."""
+
+    kind: str
+    status: int | None
+    message: str
+    retry_after: float | None = None
+
+
+def classify(status: int) -> str:
+    """The client's reaction to an HTTP status code."""
+    if 200 <= status < 300:
+        return "ok"
+    if status == 413:
+        return "split"
+    if status in (400, 422):
+        return "quarantine"
+    if status in (408, 409, 425, 429) or status >= 500:
+        return "retry"
+    return "pause"  # 401, 403, 404, 405, 3xx …: our configuration is wrong; keep everything
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError):
+            return None
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
+
+
+def clock_synchronized() -> bool:
+    """True when systemd-timesyncd (or chrony via the same flag file) says the clock is synced."""
+    return Path("/run/systemd/timesync/synchronized").exists()
+
+
+def read_token(path: str) -> str:
+    """The bearer token from ``path``; refuses a missing, empty or world-readable file."""
+    try:
+        st = os.stat(path)
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise UploadError(f"token file {path} does not exist; put the token from the statistics "
+                          f"team there (chmod 640, owner root:kiosk)") from None
+    except PermissionError:
+        raise UploadError(f"token file {path} is not readable by this user; "
+                          f"chown root:kiosk {path} && chmod 640 {path}") from None
+    if st.st_mode & stat.S_IROTH:
+        raise UploadError(f"token file {path} is readable by every user; refusing to use it: "
+                          f"chmod o-rwx {path}")
+    if not text:
+        raise UploadError(f"token file {path} is empty")
+    return text
+
+
+class UploadLock:
+    """An advisory file lock so the daemon and ``kiosk sync`` never upload at once."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path + ".upload.lock"
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o660)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self._fd)
+                    self._fd = None
+                    return False
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Uploader:
+    """Scans closed periods into the outbox and sends them.
+
+    :param store: a :class:`Store` with its own connection (not the writer's).
+    :param config: the whole config (``upload`` must be set).
+    :param clock: the clock all schedule decisions use.
+    :param live_run_id: the daemon's current run, whose ``last_seen`` bounds which periods
+        are closed (its counts are flushed up to there).  None: read from the database.
+    """
+
+    def __init__(self, store: Store, config: Config, *, clock: Clock,
+                 live_run_id: int | None = None, session: Any = None,
+                 rng: random.Random | None = None) -> None:
+        if config.upload is None:
+            raise UploadError("no [upload] section in the config: nothing to upload to")
+        self.store = store
+        self.config = config
+        self.up: UploadConfig = config.upload
+        self.clock = clock
+        self.live_run_id = live_run_id
+        self.tz = ZoneInfo(config.device.timezone)
+        self.period_s = self.up.period_minutes * 60
+        self.rng = rng or random.Random()
+        self._session = session
+        self.state: dict[str, Any] = store.meta("upload") or {}
+        self.state.setdefault("failures", 0)
+        self.started_at = clock.now()
+
+    # -- state shown in status ----------------------------------------------------------------
+
+    def _save_state(self, **changes: Any) -> None:
+        self.state.update(changes)
+        self.store.set_meta(upload=self.state)
+
+    def journal(self, level: str, message: str, kind: str = "upload") -> None:
+        log.log(getattr(logging, level), "%s", message)
+        with self.store.write() as conn:
+            conn.execute("INSERT INTO journal (ts, level, kind, sensor_id, message)"
+                         " VALUES (?, ?, ?, NULL, ?)", (self.clock.now(), level, kind, message))
+
+    # -- scanning: closed periods into the outbox -------------------------------------------------
+
+    def closed_until(self, now: float) -> float:
+        """Periods ending at or before this UTC second are closed and flushed."""
+        limit = now - self.up.grace_s
+        row = None
+        if self.live_run_id is not None:
+            row = self.store.conn.execute("SELECT last_seen FROM runs WHERE id = ?",
+                                          (self.live_run_id,)).fetchone()
+        else:
+            daemon = self.store.meta("daemon") or {}
+            if daemon.get("run_id") and _pid_alive(daemon.get("pid")):
+                row = self.store.conn.execute(
+                    "SELECT last_seen FROM runs WHERE id = ? AND stopped_at IS NULL",
+                    (daemon["run_id"],)).fetchone()
+        if row is not None:
+            limit = min(limit, row[0])
+        return limit
+
+    def scan(self, now: float) -> int:
+        """Bring the outbox up to date; returns the number of periods (re)queued."""
+        until = int(self.closed_until(now) // self.period_s) * self.period_s
+        frontier = self.store.meta("upload_frontier")
+        last_scan = self.store.meta("upload_scanned_at", 0.0)
+        if frontier is None:
+            first = self.store.conn.execute("SELECT min(started_at) FROM runs").fetchone()[0]
+            lowest = self.store.conn.execute("SELECT min(start) FROM counts").fetchone()[0]
+            candidates = [x for x in (first, lowest) if x is not None]
+            if not candidates:
+                return 0
+            frontier = int(min(candidates) // self.period_s) * self.period_s
+        scan_started = self.clock.now()
+        name = _PERIOD_NAMES[self.period_s]
+        found = []
+        if until > frontier:
+            found += totals(self.store, frontier, until, name, self.tz)
+        # counts that changed after their period had been scanned (late flushes, imports)
+        late = self.store.conn.execute(
+            "SELECT DISTINCT (start / ?) * ? FROM counts WHERE updated_at > ? AND start < ?",
+            (self.period_s, self.period_s, last_scan, min(frontier, until)),
+        ).fetchall()
+        for (start,) in late:
+            found += totals(self.store, start, start + self.period_s, name, self.tz)
+        changed = self._merge(found)
+        # a minute of overlap: a flush racing this scan is looked at again next time
+        self.store.set_meta(upload_frontier=max(frontier, until),
+                            upload_scanned_at=scan_started - 60)
+        return changed
+
+    def _merge(self, found: list) -> int:
+        changed = 0
+        with self.store.write() as conn:
+            for t in found:
+                cov = t.coverage if t.coverage > 0 else MIN_COVERAGE
+                row = conn.execute(
+                    "SELECT in_count, out_count, coverage, revision, state, attempted FROM uploads"
+                    " WHERE sensor_id = ? AND start = ?", (t.sensor_id, t.start)).fetchone()
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
+                        " revision, state) VALUES (?, ?, ?, ?, ?, ?, 1, 'pending')",
+                        (t.sensor_id, t.start, t.end, t.in_count, t.out_count, cov))
+                    changed += 1
+                    continue
+                if (row[0], row[1], round(row[2], 4)) == (t.in_count, t.out_count, round(cov, 4)):
+                    continue
+                # a revision that may have reached the server is never changed in place
+                bump = 1 if (row[4] == "sent" or row[5]) else 0
+                conn.execute(
+                    "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?,"
+                    " revision = revision + ?, attempted = CASE WHEN ? THEN 0 ELSE attempted END,"
+                    " state = CASE WHEN state = 'quarantined' THEN state ELSE 'pending' END"
+                    " WHERE sensor_id = ? AND start = ?",
+                    (t.in_count, t.out_count, cov, bump, bump, t.sensor_id, t.start))
+                changed += 1
+        return changed
+
+    # -- building requests ------------------------------------------------------------------------
+
+    def backlog(self) -> dict[str, Any]:
+        row = self.store.conn.execute(
+            "SELECT count(*), min(start) FROM uploads WHERE state = 'pending'").fetchone()
+        q = self.store.conn.execute(
+            "SELECT count(*) FROM uploads WHERE state = 'quarantined'").fetchone()[0]
+        return {"periods": row[0], "oldest": iso_utc(row[1]) if row[1] is not None else None,
+                "quarantined": q}
+
+    def health(self) -> dict[str, Any]:
+        b = self.backlog()
+        sensors = []
+        kinds = {s.id: s.type for s in self.config.sensors}
+        for r in self.store.sensor_rows():
+            if r["sensor_id"] not in kinds:
+                continue
+            sensors.append({
+                "sensor_id": r["sensor_id"], "kind": r["kind"],
+                "state": r["state"] if r["state"] in ("ok", "down", "stuck", "simulated",
+                                                      "starting") else "down",
+                "last_pulse": iso_utc(r["last_pulse"]) if r["last_pulse"] else None,
+                "rejected_lines": int(r["rejected_lines"] or 0),
+            })
+        daemon = self.store.meta("daemon") or {}
+        started = daemon.get("started_at") or self.started_at
+        return {
+            "software_version": __version__,
+            "uptime_s": round(max(0.0, self.clock.now() - started), 1),
+            "restarts": max(0, int(self.store.meta("starts", 1)) - 1),
+            "clock_synchronized": clock_synchronized(),
+            "database_bytes": self.store.size_bytes(),
+            "backlog_periods": b["periods"],
+            "oldest_unsent": b["oldest"],
+            "quarantined_periods": b["quarantined"],
+            "sensors": sensors,
+        }
+
+    def _body(self, items: list[tuple]) -> bytes:
+        body = {
+            "schema": SCHEMA,
+            "device_id": self.config.device.id,
+            "site": self.config.device.site,
+            "timezone": self.config.device.timezone,
+            "sent_at": iso_utc(self.clock.now()),
+            "totals": [
+                {"sensor_id": sid, "start": iso_utc(start), "end": iso_utc(end),
+                 "local_start": iso_local(start, self.tz), "in": i, "out": o,
+                 "coverage": round(cov, 4), "revision": rev}
+                for sid, start, end, i, o, cov, rev in items
+            ],
+            "health": self.health(),
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _new_request(self, items: list[tuple]) -> int:
+        body = self._body(items)
+        key = hashlib.sha256(body).hexdigest()
+        refs = json.dumps([[sid, start, rev] for sid, start, _e, _i, _o, _c, rev in items])
+        with self.store.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO upload_requests (key, body, items, created_at) VALUES (?, ?, ?, ?)",
+                (key, body, refs, self.clock.now()))
+            conn.executemany(
+                "UPDATE uploads SET attempted = 1 WHERE sensor_id = ? AND start = ? AND revision = ?",
+                [(sid, start, rev) for sid, start, _e, _i, _o, _c, rev in items])
+            return int(cur.lastrowid)
+
+    def _next_items(self, limit: int) -> list[tuple]:
+        return self.store.conn.execute(
+            "SELECT sensor_id, start, end, in_count, out_count, coverage, revision FROM uploads"
+            " WHERE state = 'pending' ORDER BY start, sensor_id LIMIT ?", (limit,)).fetchall()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+            self._session.headers["User-Agent"] = f"kiosk/{__version__}"
+        return self._session
+
+    def post(self, body: bytes, key: str) -> Outcome:
+        """One POST; never raises for network or HTTP trouble (see :class:`Outcome`)."""
+        import requests
+
+        try:
+            token = read_token(self.up.token_file)
+        except UploadError as e:
+            return Outcome("pause", None, str(e))
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}",
+                   "Idempotency-Key": key, "User-Agent": f"kiosk/{__version__}"}
+        verify: Any = self.up.ca_file or True
+        try:
+            r = self.session.post(self.up.url, data=body, headers=headers, verify=verify,
+                                  timeout=(min(10.0, self.up.timeout_s), self.up.timeout_s),
+                                  allow_redirects=False)
+        except requests.exceptions.SSLError as e:
+            if not clock_synchronized():
+                return Outcome("retry", None, f"TLS failed while the clock is not synchronized "
+                                              f"(certificate not yet valid?): {_short(e)}")
+            return Outcome("pause", None, f"TLS verification failed: {_short(e)}; check the "
+                                          f"server certificate or [upload] ca_file")
+        except requests.exceptions.Timeout:
+            return Outcome("retry", None, f"no answer within {self.up.timeout_s:g} s")
+        except requests.exceptions.RequestException as e:
+            return Outcome("retry", None, f"cannot reach the server: {_short(e)}")
+        kind = classify(r.status_code)
+        text = f"HTTP {r.status_code}"
+        detail = _error_text(r)
+        if detail:
+            text += f": {detail}"
+        if kind == "pause":
+            hints = {401: "the token was refused; check token_file", 403: "the token is not "
+                     "allowed for this device", 404: "wrong [upload] url"}
+            text += f" ({hints.get(r.status_code, 'check [upload] url and token')})"
+        return Outcome(kind, r.status_code, text,
+                       parse_retry_after(r.headers.get("Retry-After"), now=time.time()))
+
+    def cycle(self, *, health_due: bool = False) -> Outcome | None:
+        """Scan, then send requests until the outbox is empty or a request fails.
+
+        Returns the last failing :class:`Outcome` (None when everything pending went out).
+        """
+        now = self.clock.now()
+        self.scan(now)
+        sent = 0
+        for _ in range(MAX_REQUESTS_PER_CYCLE):
+            req = self.store.conn.execute(
+                "SELECT id, key, body, items FROM upload_requests ORDER BY id LIMIT 1").fetchone()
+            if req is None:
+                items = self._next_items(self.up.batch_max)
+                if not items:
+                    break
+                self._new_request(items)
+                continue
+            outcome = self._send_stored(*req)
+            if outcome.kind in ("retry", "pause"):
+                return self._failed(outcome)
+            sent += 1
+        if sent == 0 and (health_due or self._health_overdue(now)):
+            body = self._body([])
+            outcome = self.post(body, hashlib.sha256(body).hexdigest())
+            if outcome.kind != "ok":
+                return self._failed(outcome)
+            self._succeeded(0, health_only=True)
+        return None
+
+    def _health_overdue(self, now: float) -> bool:
+        return now - (self.state.get("last_success_at") or 0) >= HEALTH_EVERY_S
+
+    def _send_stored(self, req_id: int, key: str, body: bytes, items_json: str) -> Outcome:
+        items = [tuple(x) for x in json.loads(items_json)]
+        with self.store.write() as conn:
+            conn.execute("UPDATE upload_requests SET attempts = attempts + 1 WHERE id = ?",
+                         (req_id,))
+        t0 = time.monotonic()
+        outcome = self.post(bytes(body), key)
+        took = time.monotonic() - t0
+        if outcome.kind == "ok":
+            with self.store.write() as conn:
+                conn.executemany(
+                    "UPDATE uploads SET state = 'sent', sent_at = ?, error = NULL"
+                    " WHERE sensor_id = ? AND start = ? AND revision = ?",
+                    [(self.clock.now(), sid, start, rev) for sid, start, rev in items])
+                conn.execute("DELETE FROM upload_requests WHERE id = ?", (req_id,))
+            self._succeeded(len(items), took=took, status=outcome.status, first=items[0])
+        elif outcome.kind in ("split", "quarantine"):
+            self._split_or_quarantine(req_id, items, outcome)
+        return outcome
+
+    def _split_or_quarantine(self, req_id: int, items: list[tuple], outcome: Outcome) -> None:
+        """Replace a refused request by two halves; quarantine a refused single total."""
+        with self.store.write() as conn:
+            conn.execute("DELETE FROM upload_requests WHERE id = ?", (req_id,))
+        if len(items) > 1:
+            half = (len(items) + 1) // 2
+            self.journal("WARNING", f"{outcome.message}; splitting a batch of {len(items)} totals")
+            for part in (items[:half], items[half:]):
+                rows = [self._row(sid, start) for sid, start, _rev in part]
+                self._new_request([r for r in rows if r is not None])
+            return
+        ((sid, start, rev),) = items
+        if outcome.kind == "split":  # 413 for a single total: nothing smaller to send
+            outcome = Outcome("quarantine", outcome.status, outcome.message)
+        with self.store.write() as conn:
+            conn.execute("UPDATE uploads SET state = 'quarantined', error = ?"
+                         " WHERE sensor_id = ? AND start = ? AND revision = ?",
+                         (outcome.message, sid, start, rev))
+        self.journal("ERROR", f"quarantined {sid} {iso_utc(start)} revision {rev}: "
+                              f"{outcome.message}; kept, see `kiosk sync --list-quarantined`",
+                     kind="quarantine")
+
+    def _row(self, sid: str, start: int) -> tuple | None:
+        return self.store.conn.execute(
+            "SELECT sensor_id, start, end, in_count, out_count, coverage, revision FROM uploads"
+            " WHERE sensor_id = ? AND start = ?", (sid, start)).fetchone()
+
+    def _succeeded(self, n: int, *, took: float = 0.0, status: int | None = None,
+                   first: tuple | None = None, health_only: bool = False) -> None:
+        was_paused = self.state.get("paused")
+        self._save_state(last_success_at=self.clock.now(), failures=0, paused=False,
+                         last_error=None, next_attempt_at=None)
+        if was_paused:
+            self.journal("INFO", "uploads work again")
+        if health_only:
+            log.info("health report sent")
+        else:
+            self.journal("INFO", f"sent {n} total(s) from {iso_utc(first[1])}: HTTP {status} "
+                                 f"in {took:.2f} s")
+
+    def _failed(self, outcome: Outcome) -> Outcome:
+        failures = int(self.state.get("failures", 0)) + 1
+        paused = outcome.kind == "pause"
+        if paused:
+            delay = self.up.max_backoff_s
+        else:
+            delay = min(self.up.max_backoff_s, RETRY_BASE_S * 2 ** min(failures - 1, 20))
+            delay *= self.rng.uniform(0.5, 1.0)
+        if outcome.retry_after is not None:
+            delay = max(delay, outcome.retry_after)
+        next_at = self.clock.now() + delay
+        level = "ERROR" if paused else "WARNING"
+        if paused:
+            msg = f"uploads PAUSED: {outcome.message}; all counts are kept; next try in {delay:.0f} s"
+        else:
+            msg = f"upload failed ({outcome.message}); retrying in {delay:.0f} s"
+        if outcome.message != self.state.get("last_error") or failures == 1:
+            self.journal(level, msg)
+        else:
+            log.log(getattr(logging, level), "%s", msg)
+        self._save_state(failures=failures, paused=paused, last_error=outcome.message,
+                         last_error_at=self.clock.now(), next_attempt_at=next_at)
+        outcome.retry_after = delay
+        return outcome
+
+    # -- quarantine -----------------------------------------------------------------------------
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        cur = self.store.conn.execute(
+            "SELECT sensor_id, start, end, in_count, out_count, coverage, revision, error"
+            " FROM uploads WHERE state = 'quarantined' ORDER BY start, sensor_id")
+        return [{"sensor_id": s, "start": iso_utc(a), "end": iso_utc(b), "in": i, "out": o,
+                 "coverage": c, "revision": r, "error": e} for s, a, b, i, o, c, r, e in cur]
+
+    def retry_quarantined(self) -> int:
+        """Put quarantined totals back in the outbox (as a new revision); returns how many."""
+        with self.store.write() as conn:
+            n = conn.execute(
+                "UPDATE uploads SET state = 'pending', revision = revision + attempted,"
+                " attempted = 0, error = NULL WHERE state = 'quarantined'").rowcount
+        if n:
+            self.journal("INFO", f"{n} quarantined total(s) queued again", kind="quarantine")
+        return n
+
+
+class UploadService:
+    """The uploader thread of the daemon: uploads after each period closes (plus jitter),
+    at start-up, and retries on the schedule :class:`Uploader` sets."""
+
+    def __init__(self, uploader: Uploader, lock: UploadLock) -> None:
+        self.uploader = uploader
+        self.lock = lock
+        self.clock = uploader.clock
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def kick(self) -> None:
+        """Upload now (e.g. on SIGUSR1)."""
+        self._kick.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._kick.set()
+        self._thread.join(timeout=self.uploader.up.timeout_s + 5)
+        self.uploader.store.close()
+
+    def _next_close(self, now: float) -> float:
+        p = self.uploader.period_s
+        boundary = (now // p + 1) * p
+        return boundary + self.uploader.up.grace_s + self.uploader.rng.uniform(
+            0, self.uploader.up.jitter_s)
+
+    def _run(self) -> None:
+        next_at = self.clock.now()  # at start-up
+        while not self._stop.is_set():
+            if self._kick.is_set() or self.clock.now() >= next_at:
+                self._kick.clear()
+                outcome = self._cycle()
+                now = self.clock.now()
+                if outcome is not None:  # retry or pause: the schedule the uploader set
+                    next_at = now + (outcome.retry_after or RETRY_BASE_S)
+                else:  # after the next period closes, at a random offset
+                    next_at = min(self._next_close(now), now + HEALTH_EVERY_S)
+                self.uploader.state["next_attempt_at"] = next_at
+                self.uploader.store.set_meta(upload=self.uploader.state)
+            wait = max(0.0, next_at - self.clock.now()) / self.clock.speed
+            # wake at least once a minute (real time) so a stepped clock is noticed
+            self._kick.wait(min(wait, 60.0))
+
+    def _cycle(self) -> Outcome | None:
+        if not self.lock.acquire(timeout=0.5):
+            return Outcome("retry", None, "another upload (kiosk sync) is running", 5.0)
+        try:
+            return self.uploader.cycle()
+        except Exception as e:  # never let the thread die: counting goes on regardless
+            log.exception("upload cycle failed")
+            return self.uploader._failed(Outcome("retry", None, f"internal error: {e}"))
+        finally:
+            self.lock.release()
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _short(e: BaseException) -> str:
+    text = str(e)
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _error_text(r: Any) -> str:
+    try:
+        data = r.json()
+    except ValueError:
+        return (r.text or "").strip()[:200]
+    if isinstance(data, dict) and "error" in data:
+        return str(data["error"])[:300]
+    return ""
+
+
+@contextmanager
+def uploader_for(config: Config, *, clock: Clock, live_run_id: int | None = None
+                 ) -> Iterator[Uploader]:
+    """An :class:`Uploader` on its own database connection, closed afterwards."""
+    store = Store.open(config.storage.path)
+    try:
+        yield Uploader(store, config, clock=clock, live_run_id=live_run_id)
+    finally:
+        store.close()

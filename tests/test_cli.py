@@ -1,0 +1,132 @@
+"""The CLI: help everywhere, documented in the README, clean errors, export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kiosk.cli import cli
+from kiosk.clock import ManualClock
+from kiosk.events import Pulse
+from kiosk.store import Store
+from kiosk.writer import Writer
+from tests.conftest import ROOT
+
+COMMANDS = sorted(cli.commands)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help(name):
+    command = cli.commands[name]
+    assert command.help, f"kiosk {name} has no help"
+    r = CliRunner().invoke(cli, [name, "--help"])
+    assert r.exit_code == 0 and "Usage: " in r.output
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_is_in_the_readme(name):
+    readme = (ROOT / "README.md").read_text()
+    assert f"kiosk {name}" in readme, f"`kiosk {name}` is not documented in README.md"
+
+
+def test_python_dash_m_and_version():
+    out = subprocess.run([sys.executable, "-m", "kiosk", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("kiosk, version ")
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "kiosk", "status", "--db", str(tmp_path / "x.db")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.startswith("kiosk: error: ") and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "kiosk", "--debug", "status", "--db",
+                          str(tmp_path / "x.db")], capture_output=True, text=True, timeout=60)
+    assert "Traceback" in out.stderr
+
+
+T0 = 1_795_417_200.0  # 2026-11-23T07:00:00Z, Monday 09:00 in Helsinki
+
+
+@pytest.fixture
+def filled_db(tmp_path) -> Path:
+    path = tmp_path / "counts.db"
+    store = Store.open(path)
+    clock = ManualClock(T0)
+    w = Writer(store, clock=clock, sensor_kinds={"a": "gpio", "b": "serial"})
+    w.run_id = store.start_run(now=T0, pid=1, version="t")
+    for i in range(10):
+        w.handle(Pulse("a", T0 + i * 60, "in"))
+    w.handle(Pulse("b", T0 + 3700, "out", 4))
+    w.flush()
+    store.end_run(w.run_id, now=T0 + 3 * 3600, reason="SIGTERM")
+    store.close()
+    return path
+
+
+def test_export_csv(filled_db):
+    r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--since",
+                                 "2026-11-23T07:00:00Z", "--until", "2026-11-23T10:00:00Z"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(io.StringIO(r.output)))
+    assert rows[0] == ["sensor_id", "start", "end", "in", "out"]
+    assert rows[1:] == [
+        ["a", "2026-11-23T07:00:00Z", "2026-11-23T08:00:00Z", "10", "0"],
+        ["a", "2026-11-23T08:00:00Z", "2026-11-23T09:00:00Z", "0", "0"],
+        ["a", "2026-11-23T09:00:00Z", "2026-11-23T10:00:00Z", "0", "0"],
+        ["b", "2026-11-23T07:00:00Z", "2026-11-23T08:00:00Z", "0", "0"],
+        ["b", "2026-11-23T08:00:00Z", "2026-11-23T09:00:00Z", "0", "4"],
+        ["b", "2026-11-23T09:00:00Z", "2026-11-23T10:00:00Z", "0", "0"],
+    ]
+
+
+def test_export_leaves_out_periods_when_off(filled_db):
+    r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--since", "2026-11-23",
+                                 "--until", "2026-11-24", "--format", "json", "--sensor", "a"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert [d["start"] for d in data] == ["2026-11-23T07:00:00Z", "2026-11-23T08:00:00Z",
+                                          "2026-11-23T09:00:00Z"]
+    assert sum(d["in"] for d in data) == 10
+
+
+def test_export_15m_and_1d(filled_db, tmp_path):
+    r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--period", "1d", "--since",
+                                 "2026-11-23", "--until", "2026-11-24", "-o",
+                                 str(tmp_path / "out.csv")])
+    assert r.exit_code == 0
+    rows = list(csv.reader((tmp_path / "out.csv").read_text().splitlines()))
+    assert rows[1] == ["a", "2026-11-22T22:00:00Z", "2026-11-23T22:00:00Z", "10", "0"]
+    r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--period", "15m", "--since",
+                                 "2026-11-23T09:00", "--until", "2026-11-23T09:30"])
+    assert r.output.splitlines()[1:] == [
+        "a,2026-11-23T07:00:00Z,2026-11-23T07:15:00Z,10,0",
+        "a,2026-11-23T07:15:00Z,2026-11-23T07:30:00Z,0,0",
+        "b,2026-11-23T07:00:00Z,2026-11-23T07:15:00Z,0,0",
+        "b,2026-11-23T07:15:00Z,2026-11-23T07:30:00Z,0,0",
+    ]
+
+
+def test_export_bad_times(filled_db):
+    r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--since", "soon"])
+    assert r.exit_code == 1 and "cannot read the time 'soon'" in r.output
+    r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--since", "2026-11-24",
+                                 "--until", "2026-11-23"])
+    assert r.exit_code == 2 and "must be after" in r.output
+
+
+def test_status_of_stopped_daemon(filled_db):
+    r = CliRunner().invoke(cli, ["status", "--db", str(filled_db)])
+    assert r.exit_code == 0, r.output
+    assert "daemon:   stopped" in r.output and "stopped by SIGTERM" in r.output
+    r = CliRunner().invoke(cli, ["status", "--db", str(filled_db), "--json"])
+    info = json.loads(r.output)
+    assert info["daemon"]["state"] == "stopped"
+    assert {s["sensor_id"] for s in info["sensors"]} == {"a", "b"}
