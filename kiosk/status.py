@@ -89,6 +89,34 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
         },
         "sensors": sensors,
         "database": {"path": store.path, "bytes": store.size_bytes()},
+        "upload": _upload_info(store, tz, config),
+    }
+
+
+def _upload_info(store: Store, tz: ZoneInfo, config: Config | None) -> dict[str, Any] | None:
+    """Last success, next attempt, backlog, last error and pause state of uploads."""
+    if not store.db["uploads"].exists():
+        return None
+    state = store.meta("upload") or {}
+    pending, oldest = store.conn.execute(
+        "SELECT count(*), min(start) FROM uploads WHERE state = 'pending'").fetchone()
+    sent, quarantined = store.conn.execute(
+        "SELECT sum(state = 'sent'), sum(state = 'quarantined') FROM uploads").fetchone()
+    configured = config.upload is not None if config else None
+    if configured is False and not state:
+        return {"configured": False}
+    return {
+        "configured": configured,
+        "url": config.upload.url if config and config.upload else None,
+        "last_success": _local(state.get("last_success_at"), tz),
+        "next_attempt": _local(state.get("next_attempt_at"), tz),
+        "paused": bool(state.get("paused")),
+        "last_error": state.get("last_error"),
+        "last_error_at": _local(state.get("last_error_at"), tz),
+        "backlog_periods": pending,
+        "oldest_unsent": _local(oldest, tz),
+        "sent_periods": sent or 0,
+        "quarantined_periods": quarantined or 0,
     }
 
 
@@ -138,6 +166,7 @@ def render(info: dict[str, Any]) -> str:
                      f"(queue depth at last write: {p['unflushed_queue_depth']})")
     db = info["database"]
     lines.append(f"database: {db['path']} ({_size(db['bytes'])})")
+    lines.extend(_render_upload(info.get("upload")))
     lines.append("")
     table = [[s["sensor_id"], s["kind"] or "-", s["state"], _short(s["last_pulse"]),
               s["today_in"], s["today_out"], s["rejected_lines"], s["message"] or ""]
@@ -145,3 +174,22 @@ def render(info: dict[str, Any]) -> str:
     lines.append(tabulate(table, headers=["sensor", "kind", "state", "last pulse", "in today",
                                           "out today", "rejected", "last message"]))
     return "\n".join(lines)
+
+
+def _render_upload(u: dict[str, Any] | None) -> list[str]:
+    if not u or u.get("configured") is False:
+        return ["uploads:  none configured ([upload] missing): counts are kept locally only"]
+    out = []
+    if u["paused"]:
+        out.append(f"uploads:  PAUSED since {_short(u['last_error_at'])}: {u['last_error']}")
+        out.append("          nothing is lost; fix the cause, then run `kiosk sync`")
+    else:
+        out.append(f"uploads:  last success {_short(u['last_success'])}, next attempt "
+                   f"{_short(u['next_attempt'])}" + (f" to {u['url']}" if u.get("url") else ""))
+        if u["last_error"]:
+            out.append(f"          last error {_short(u['last_error_at'])}: {u['last_error']}")
+    out.append(f"          backlog {u['backlog_periods']} period(s)"
+               + (f", oldest {_short(u['oldest_unsent'])}" if u["oldest_unsent"] else "")
+               + f"; {u['sent_periods']} sent; {u['quarantined_periods']} quarantined"
+               + (" (see `kiosk sync --list-quarantined`)" if u["quarantined_periods"] else ""))
+    return out

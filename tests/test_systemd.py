@@ -229,7 +229,7 @@ def test_unit_identity_and_state(unit):
     assert {"gpio", "dialout"} <= set(groups)
     assert one(unit, "Service", "StateDirectory") == "kiosk"
     assert one(unit, "Service", "WorkingDirectory") == "/var/lib/kiosk"
-    assert one(unit, "Service", "UMask") == "0027"
+    assert one(unit, "Service", "UMask") == "0007"
 
 
 def test_unit_environment(unit):
