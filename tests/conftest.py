@@ -81,9 +81,10 @@ class NotifySocket:
 class DaemonProcess:
     """``python -m kiosk run`` as a real subprocess with a real notify socket."""
 
-    def __init__(self, config: Path, tmp_path: Path, *args: str) -> None:
+    def __init__(self, config: Path, tmp_path: Path, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.notify = NotifySocket(tmp_path / f"notify-{time.monotonic_ns()}.sock")
-        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, PYTHONUNBUFFERED="1", **(env or {}))
         env.pop("KIOSK_CONFIG", None)
         self.log_path = tmp_path / "daemon.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115
@@ -122,8 +123,8 @@ class DaemonProcess:
 def daemon(tmp_path: Path):
     started: list[DaemonProcess] = []
 
-    def start(config: Path, *args: str) -> DaemonProcess:
-        d = DaemonProcess(config, tmp_path, *args)
+    def start(config: Path, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        d = DaemonProcess(config, tmp_path, *args, env=env)
         started.append(d)
         return d
 

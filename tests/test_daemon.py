@@ -165,3 +165,47 @@ def test_unplugged_serial_at_start_keeps_daemon_counting(config_file, daemon, pt
     pty_feeder.write(b"IN 3\n")
     wait_for(lambda: db_totals(tmp_path / "counts.db")[0] == 3, what="count after replug")
     assert d.terminate() == 0
+
+
+def test_watchdog_pings_while_the_writer_runs(config_file, daemon, pty_feeder):
+    cfg = _serial_config(config_file, pty_feeder)
+    d = daemon(cfg, env={"WATCHDOG_USEC": "1000000"})  # 1 s: pings every 0.5 s
+    d.wait_ready()
+    wait_for(lambda: sum("WATCHDOG=1" in m for m in d.notify.poll()) >= 3, timeout=10,
+             what="three watchdog pings")
+    d.proc.send_signal(signal.SIGSTOP)  # a hung daemon stops pinging
+    time.sleep(0.3)
+    before = sum("WATCHDOG=1" in m for m in d.notify.poll())
+    time.sleep(1.5)
+    assert sum("WATCHDOG=1" in m for m in d.notify.poll()) == before
+    d.proc.send_signal(signal.SIGCONT)
+    assert d.terminate() == 0
+
+
+def test_sighup_reloads_config(config_file, daemon, pty_feeder, tmp_path):
+    cfg = _serial_config(config_file, pty_feeder, flush=0.5)
+    d = daemon(cfg)
+    d.wait_ready()
+    pty_feeder.write(b"IN 2\n")
+    wait_for(lambda: db_totals(tmp_path / "counts.db")[0] == 2, what="first count")
+    # a broken config is refused and the daemon keeps counting with the old one
+    good = cfg.read_text()
+    cfg.write_text(good + "\n[[sensors]]\nid = \"door\"\ntype = \"gpio\"\npin = 4\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reload failed" in d.output(), what="refused reload")
+    pty_feeder.write(b"IN 3\n")
+    wait_for(lambda: db_totals(tmp_path / "counts.db")[0] == 5, what="counting after refusal")
+    # a valid new config: the sensor id changes
+    cfg.write_text(good.replace('id = "door"', 'id = "front-door"'))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded" in d.output(), what="reload")
+    time.sleep(1.0)
+    pty_feeder.write(b"IN 4\n")
+    wait_for(lambda: db_totals(tmp_path / "counts.db")[0] == 9, what="counting after reload")
+    assert d.terminate() == 0
+    conn = sqlite3.connect(tmp_path / "counts.db")
+    per_sensor = dict(conn.execute(
+        "SELECT sensor_id, sum(in_count) FROM counts GROUP BY sensor_id").fetchall())
+    assert per_sensor == {"door": 5, "front-door": 4}
+    kinds = [r[0] for r in conn.execute("SELECT kind FROM journal ORDER BY id")]
+    assert "config-reload" in kinds
