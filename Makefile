@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/kiosk demo
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check kiosk tests benchmarks
+	$(VENV)/bin/ruff check .
 
 test: lint
 	$(PY) -m pytest
