@@ -22,7 +22,7 @@ from kiosk.clock import Clock
 from kiosk.config import Config
 from kiosk.config import load as load_config
 from kiosk.events import SensorEvent
-from kiosk.exc import ConfigError, SensorError
+from kiosk.exc import ConfigError, SensorError, StorageError
 from kiosk.sensor import Sensor
 from kiosk.sensors import build_sensors
 from kiosk.store import Store
@@ -218,9 +218,12 @@ class Daemon:
         w.journal("WARNING", "clock-jump",
                   f"the wall clock stepped by {step:+.0f} s (NTP sync or manual change); "
                   f"the running record is split so the gap is not counted as running")
+        try:
+            self.store.end_run(w.run_id, now=expected, reason="clock-jump")
+            w.run_id = self.store.start_run(now=wall, pid=os.getpid(), version=__version__)
+        except StorageError as e:  # counting goes on; the run record is only less exact
+            log.error("could not split the running record after the clock jump: %s", e)
         w.flush(meta=self._meta())
-        self.store.end_run(w.run_id, now=expected, reason="clock-jump")
-        w.run_id = self.store.start_run(now=wall, pid=os.getpid(), version=__version__)
 
     def _prune(self) -> None:
         s = self.config.storage

@@ -274,8 +274,8 @@ class Store:
             self._write_sensors(conn, sensors, now)
             self._write_journal(conn, journal)
             if run_id is not None:
-                conn.execute("UPDATE runs SET last_seen = max(last_seen, ?) WHERE id = ?",
-                             (now, run_id))
+                conn.execute("UPDATE runs SET last_seen = max(last_seen, ?)"
+                             " WHERE id = ? AND stopped_at IS NULL", (now, run_id))
             if meta:
                 self._write_meta(conn, meta)
 

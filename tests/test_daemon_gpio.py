@@ -76,3 +76,49 @@ def test_gpio_pulses_reach_the_database(tmp_path, factory):
     with Store.open_reader(tmp_path / "c.db") as s:
         assert s.totals_between(0, 2e10) == {"beam": (50, 0), "pair": (7, 3)}
         assert s.integrity_check() == "ok"
+
+
+def test_clock_jump_splits_the_running_record(tmp_path, factory):
+    """An NTP step of +3 days (fake-hwclock boot) is not counted as running time."""
+    import time
+
+    from kiosk.periods import totals
+    from zoneinfo import ZoneInfo
+
+    cfg = config.loads(CONFIG.format(db=tmp_path / "c.db"))
+    t0 = 1_795_417_200.0
+    clock = ManualClock(t0)
+    d = Daemon(cfg, clock=clock, pin_factory=factory)
+    beam = factory.pin(17)
+
+    def pulse() -> None:
+        beam.drive_low()
+        clock.advance(0.08)
+        beam.drive_high()
+        clock.advance(0.2)
+
+    def drive() -> None:
+        while d.writer is None or not d.sensors or d.sensors[0].state != "ok":
+            time.sleep(0.01)
+        pulse()
+        time.sleep(1.0)  # a loop tick notes the time
+        clock.jump(3 * 86400)
+        time.sleep(1.5)  # the loop notices the jump
+        pulse()
+        clock.advance(600)
+        time.sleep(1.0)
+        d.request_stop()
+
+    t = threading.Thread(target=drive)
+    t.start()
+    assert d.run() == 0
+    t.join()
+    with Store.open_reader(tmp_path / "c.db") as s:
+        runs = s.runs(0, 2e10)
+        assert len(runs) == 2, runs
+        assert runs[0][1] < t0 + 60 and runs[1][0] >= t0 + 3 * 86400
+        kinds = [e["kind"] for e in s.journal()]
+        assert "clock-jump" in kinds
+        rows = totals(s, t0 - 3600, t0 + 4 * 86400, "1h", ZoneInfo("Europe/Helsinki"), ["beam"])
+        assert sum(r.in_count for r in rows) == 2
+        assert len(rows) == 2  # the hour before the jump and the hour after; the gap is not sent
