@@ -81,9 +81,9 @@ def test_gpio_pulses_reach_the_database(tmp_path, factory):
 def test_clock_jump_splits_the_running_record(tmp_path, factory):
     """An NTP step of +3 days (fake-hwclock boot) is not counted as running time."""
     import time
+    from zoneinfo import ZoneInfo
 
     from kiosk.periods import totals
-    from zoneinfo import ZoneInfo
 
     cfg = config.loads(CONFIG.format(db=tmp_path / "c.db"))
     t0 = 1_795_417_200.0
