@@ -330,6 +330,15 @@ def receiver(port: int, host: str, db_path: str, token_file: str | None, show: b
     rx.serve_forever(db_path, host, port, token)
 
 
+def _register_staff_commands() -> None:
+    from kiosk.report import report_command
+
+    cli.add_command(report_command)
+
+
+_register_staff_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kiosk`` script; returns the exit status."""
     try:
