@@ -331,9 +331,13 @@ def receiver(port: int, host: str, db_path: str, token_file: str | None, show: b
 
 
 def _register_staff_commands() -> None:
+    from kiosk.annotations import annotate_command
+    from kiosk.importer import import_command
+    from kiosk.journal import log_command
     from kiosk.report import report_command
 
-    cli.add_command(report_command)
+    for command in (report_command, log_command, import_command, annotate_command):
+        cli.add_command(command)
 
 
 _register_staff_commands()

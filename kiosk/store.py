@@ -123,6 +123,52 @@ def m002_uploads(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_staff(db: sqlite_utils.Database) -> None:
+    """Staff data: annotations on periods and imported history (kiosk annotate / import)."""
+    db.executescript(
+        """
+        CREATE TABLE annotations (
+            id INTEGER PRIMARY KEY,
+            start INTEGER NOT NULL,             -- UTC seconds
+            end INTEGER NOT NULL,               -- UTC seconds, exclusive
+            sensor_id TEXT,                     -- NULL: the whole site
+            kind TEXT NOT NULL CHECK (kind IN ('closed', 'estimate', 'sensor-fault')),
+            note TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            deleted_at REAL,                    -- kept, so uploads can re-send without the flag
+            CHECK (end > start)
+        );
+        CREATE INDEX annotations_start ON annotations (start);
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY,
+            file TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            imported_at REAL NOT NULL,
+            rows INTEGER NOT NULL,              -- rows written (identical rows skipped)
+            upload INTEGER NOT NULL DEFAULT 0,  -- 1: also send to the statistics server
+            first_start INTEGER,
+            last_end INTEGER,
+            sensors TEXT,                       -- comma-separated sensor ids
+            replaced INTEGER NOT NULL DEFAULT 0,
+            undone_at REAL
+        );
+        CREATE INDEX imports_sha256 ON imports (sha256);
+        -- the extent of each imported row (its counts sit in the bucket at its start)
+        CREATE TABLE import_rows (
+            sensor_id TEXT NOT NULL,
+            start INTEGER NOT NULL,
+            end INTEGER NOT NULL,
+            import_id INTEGER NOT NULL REFERENCES imports (id),
+            PRIMARY KEY (sensor_id, start)
+        ) WITHOUT ROWID;
+        ALTER TABLE counts ADD COLUMN import_id INTEGER;  -- NULL: counted by this kiosk
+        CREATE INDEX counts_imported ON counts (start) WHERE import_id IS NOT NULL;
+        ALTER TABLE uploads ADD COLUMN flags TEXT;         -- JSON list sent with this revision
+        """
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One line of the local journal (``level`` is a logging level name)."""

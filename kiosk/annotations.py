@@ -1,0 +1,308 @@
+"""``kiosk annotate``: marks staff put on periods, shown in reports and sent with uploads.
+
+Kinds: ``closed`` (the site was closed, e.g. a holiday), ``estimate`` (the counts are an
+estimate), ``sensor-fault`` (a sensor was faulty).  An annotation covers [start, end) in
+UTC seconds, for one sensor or the whole site (``sensor_id`` NULL), with a note.
+Deleting keeps the row (``deleted_at``) so uploads can re-send the periods it flagged.
+
+Uploads carry them as quality flags per total (docs/protocol.md §7): :func:`flags_for`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from kiosk.exc import ExportError, KioskError
+from kiosk.importer import SENSOR_ID, known_sensors
+from kiosk.journal import add_journal, config_option, db_option, local_text, open_store, parse_when
+
+if TYPE_CHECKING:
+    from kiosk.store import Store
+
+KINDS = ("closed", "estimate", "sensor-fault")
+MAX_SPAN_S = 400 * 86400  #: Longest annotation (a typo guard: more than a year is refused).
+MAX_NOTE = 500
+
+_DAY_WORDS = {"today": 0, "yesterday": -1, "tomorrow": 1}
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class AnnotationError(KioskError, ValueError):
+    "An annotation was asked for with invalid arguments, or does not exist"
+
+
+# -- reading DATE|RANGE --------------------------------------------------------------------------
+
+def _day(text: str, tz: ZoneInfo, now: float) -> date | None:
+    t = text.strip().lower()
+    if t in _DAY_WORDS:
+        return datetime.fromtimestamp(now, tz).date() + timedelta(days=_DAY_WORDS[t])
+    if _DATE.fullmatch(t):
+        try:
+            return date.fromisoformat(t)
+        except ValueError as e:
+            raise AnnotationError(f"invalid date {text!r}: {e}") from None
+    return None
+
+
+def parse_range(text: str, tz: ZoneInfo, *, now: float) -> tuple[int, int]:
+    """[start, end) in UTC seconds of ``DATE`` or ``A..B``.
+
+    A date is a whole local day (23, 24 or 25 hours across DST); as the end of a range it
+    is included (``2026-12-24..2026-12-26``: three days).  Times without an offset are
+    local (``2026-11-22T10:00..2026-11-22T12:00``); ISO times with ``Z`` or an offset are
+    taken as they are.  ``today``, ``yesterday`` and ``tomorrow`` are dates.
+    """
+    from kiosk.periods import local_midnight, parse_time
+
+    parts = text.split("..")
+    if len(parts) > 2 or not all(p.strip() for p in parts):
+        raise AnnotationError(f"cannot read {text!r}; use a date (2026-12-24), days "
+                              f"(2026-12-24..2026-12-26) or times (2026-11-22T10:00..2026-11-22T12:00)")
+    first, last = parts[0], parts[-1]
+    d0, d1 = _day(first, tz, now), _day(last, tz, now)
+    if len(parts) == 1 and d0 is None:
+        raise AnnotationError(f"{text!r} is a moment, not a period; give a date (2026-12-24) or a "
+                              f"range such as 2026-11-22T10:00..2026-11-22T12:00")
+    try:
+        start = local_midnight(d0, tz) if d0 else parse_time(first, tz, now=now)
+        end = local_midnight(d1 + timedelta(days=1), tz) if d1 else parse_time(last, tz, now=now)
+    except ExportError as e:
+        raise AnnotationError(str(e)) from None
+    if end <= start:
+        raise AnnotationError(f"{text!r}: the end is not after the start")
+    if end - start > MAX_SPAN_S:
+        raise AnnotationError(f"{text!r} is longer than {MAX_SPAN_S // 86400} days; annotate a "
+                              f"shorter period")
+    return int(start), int(end)
+
+
+def span_text(start: float, end: float, tz: ZoneInfo) -> str:
+    """``Thu 2026-12-24 – Sat 2026-12-26 (3 days)``, ``Sun 2026-03-29 (23 h)`` or
+    ``Sun 2026-11-22 10:00 – 12:00 +02:00``, in local time."""
+    a, b = datetime.fromtimestamp(start, tz), datetime.fromtimestamp(end, tz)
+    hours = (end - start) / 3600
+    if a.time() == b.time() == datetime.min.time():
+        last = b.date() - timedelta(days=1)
+        days = (b.date() - a.date()).days
+        if days == 1:
+            extra = "" if hours == 24 else f" ({hours:g} h)"
+            return f"{a:%a %Y-%m-%d}{extra}"
+        return f"{a:%a %Y-%m-%d} – {last:%a %Y-%m-%d} ({days} days)"
+    if a.date() == b.date():
+        return f"{a:%a %Y-%m-%d %H:%M} – {b:%H:%M} {local_text(end, tz)[-6:]} ({hours:g} h)"
+    return f"{a:%a %Y-%m-%d %H:%M} – {b:%a %Y-%m-%d %H:%M} {local_text(end, tz)[-6:]}"
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+_COLUMNS = ("id", "start", "end", "sensor_id", "kind", "note", "created_at")
+
+
+def add(store: Store, *, start: int, end: int, kind: str, note: str, sensor_id: str | None = None,
+        tz: ZoneInfo, now: float | None = None) -> int:
+    """Record an annotation (and a journal line) in one transaction; returns its id."""
+    if kind not in KINDS:
+        raise AnnotationError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    note = note.strip()
+    if not note:
+        raise AnnotationError("a note is required: say why, e.g. --note \"closed for Christmas\"")
+    now = time.time() if now is None else now
+    with store.write() as conn:
+        cur = conn.execute(
+            "INSERT INTO annotations (start, end, sensor_id, kind, note, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (start, end, sensor_id, kind, note, now))
+        aid = int(cur.lastrowid)
+        add_journal(conn, "INFO", "annotation",
+                    f"annotation #{aid} added: {kind}, {sensor_id or 'whole site'}, "
+                    f"{span_text(start, end, tz)}: {note}", now=now, sensor_id=sensor_id)
+    return aid
+
+
+def delete(store: Store, annotation_id: int, *, tz: ZoneInfo, now: float | None = None
+           ) -> dict[str, Any]:
+    """Delete an annotation (kept with ``deleted_at``); returns it."""
+    now = time.time() if now is None else now
+    with store.write() as conn:
+        row = conn.execute(f"SELECT {', '.join(_COLUMNS)}, deleted_at FROM annotations WHERE id = ?",
+                           (annotation_id,)).fetchone()
+        if row is None or row[-1] is not None:
+            raise AnnotationError(f"there is no annotation #{annotation_id}"
+                                  + (" (it was deleted already)" if row else "")
+                                  + "; see `kiosk annotate --list`")
+        a = dict(zip(_COLUMNS, row[:-1], strict=True))
+        conn.execute("UPDATE annotations SET deleted_at = ? WHERE id = ?", (now, annotation_id))
+        add_journal(conn, "INFO", "annotation",
+                    f"annotation #{annotation_id} deleted: {a['kind']}, "
+                    f"{a['sensor_id'] or 'whole site'}, {span_text(a['start'], a['end'], tz)}: "
+                    f"{a['note']}", now=now, sensor_id=a["sensor_id"])
+    return a
+
+
+def annotations_between(store: Store, start: float, end: float, *,
+                        sensor_id: str | None = None) -> list[dict[str, Any]]:
+    """Annotations overlapping [start, end), sorted by start then id.
+
+    Each is a dict: id, start, end (UTC seconds), sensor_id (None: whole site), kind,
+    note, created_at.  With ``sensor_id``: only those for that sensor or the whole site.
+    Deleted annotations are left out; a database without the table gives [].
+    """
+    sql = (f"SELECT {', '.join(_COLUMNS)} FROM annotations WHERE deleted_at IS NULL"
+           " AND start < ? AND end > ?")
+    params: list[Any] = [end, start]
+    if sensor_id is not None:
+        sql += " AND (sensor_id IS NULL OR sensor_id = ?)"
+        params.append(sensor_id)
+    try:
+        rows = store.conn.execute(sql + " ORDER BY start, id", params).fetchall()
+    except sqlite3.OperationalError:  # not migrated yet (read-only connection)
+        return []
+    return [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
+
+
+def flags_for(store: Store, sensor_id: str, start: float, end: float, *,
+              for_upload: bool = False) -> list[str]:
+    """Quality flags of one sensor's period [start, end), sorted: the kinds of annotations
+    on it (for the sensor or the whole site), and ``imported`` if imported counts are in
+    it (``for_upload``: only those imported with ``--upload``; the others are not sent).
+    """
+    flags = {a["kind"] for a in annotations_between(store, start, end, sensor_id=sensor_id)}
+    join = " JOIN imports i ON i.id = c.import_id AND i.upload = 1" if for_upload else ""
+    try:
+        row = store.conn.execute(
+            f"SELECT 1 FROM counts c{join} WHERE c.sensor_id = ? AND c.start >= ? AND c.start < ?"
+            " AND c.import_id IS NOT NULL LIMIT 1", (sensor_id, start, end)).fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    if row is not None:
+        flags.add("imported")
+    return sorted(flags)
+
+
+def changed_ranges(store: Store, since: float) -> list[tuple[str | None, int, int]]:
+    """(sensor_id or None for every sensor, start, end) of what staff changed after
+    ``since``: annotations added or deleted (their flags), and imports made or undone
+    (counts a ``--replace`` or ``--undo`` removed leave no ``updated_at`` behind).  For the
+    uploader to look at those periods again."""
+    out: list[tuple[str | None, int, int]] = []
+    try:
+        out += [(s, int(a), int(b)) for s, a, b in store.conn.execute(
+            "SELECT sensor_id, start, end FROM annotations WHERE created_at > ? OR deleted_at > ?",
+            (since, since))]
+        out += [(None, int(a), int(b)) for a, b in store.conn.execute(
+            "SELECT first_start, last_end FROM imports WHERE (imported_at > ? OR undone_at > ?)"
+            " AND first_start IS NOT NULL", (since, since))]
+    except sqlite3.OperationalError:  # not migrated yet
+        return []
+    return sorted(out, key=lambda x: (x[1], x[2], x[0] or ""))
+
+
+# -- the command -------------------------------------------------------------------------------------
+
+@click.command("annotate", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("when", required=False, metavar="DATE|RANGE")
+@click.option("--closed", is_flag=True, help="The site (or --sensor's door) was closed.")
+@click.option("--estimate", is_flag=True, help="The counts of the period are estimated.")
+@click.option("--sensor-fault", is_flag=True, help="A sensor was faulty; the counts are doubtful.")
+@click.option("--note", default=None, metavar="TEXT", help="Why (required when adding).")
+@click.option("--sensor", "sensors", multiple=True, metavar="ID",
+              help="Only this sensor (repeatable; default: the whole site).")
+@click.option("--list", "list_", is_flag=True, help="List annotations and exit.")
+@click.option("--since", default=None, metavar="TIME",
+              help="With --list: only annotations ending after this (e.g. 30d, 2026-01-01).")
+@click.option("--delete", "delete_id", type=int, metavar="ID", help="Delete annotation ID and exit.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output of --list.")
+@config_option
+@db_option
+def annotate_command(when: str | None, closed: bool, estimate: bool, sensor_fault: bool,
+                     note: str | None, sensors: tuple[str, ...], list_: bool, since: str | None,
+                     delete_id: int | None, fmt: str, config_path: str | None,
+                     db_path: str | None) -> None:
+    """Mark a day or a period: closed (a holiday), counts estimated, or a sensor fault.
+
+    DATE is a local day (2026-12-24, today, yesterday), RANGE whole local days
+    (2026-12-24..2026-12-26, both included) or local times
+    (2026-11-22T10:00..2026-11-22T12:00); ISO times with Z or an offset work too.
+    Days follow device.timezone, so a DST day is 23 or 25 hours.
+
+    Annotations appear in reports and are sent with uploads as quality flags.
+    `kiosk annotate --list` shows them, `kiosk annotate --delete ID` removes one.
+    """
+    kinds = [k for k, on in (("closed", closed), ("estimate", estimate),
+                             ("sensor-fault", sensor_fault)) if on]
+    if list_ or delete_id is not None:
+        if when or kinds or note or (list_ and delete_id is not None):
+            raise click.UsageError("--list and --delete ID take no DATE|RANGE, kind or --note")
+        if delete_id is not None:
+            store, tz, _cfg = open_store(config_path, db_path, write=True, create=False)
+            with store:
+                a = delete(store, delete_id, tz=tz)
+            click.echo(f"deleted annotation #{delete_id}: {a['kind']}, "
+                       f"{a['sensor_id'] or 'whole site'}, {span_text(a['start'], a['end'], tz)}")
+            return
+        _list(config_path, db_path, since, sensors, fmt)
+        return
+    if not when:
+        raise click.UsageError("give the DATE or RANGE to annotate (or --list / --delete ID)")
+    if len(kinds) != 1:
+        raise click.UsageError("give exactly one of --closed, --estimate, --sensor-fault")
+    if note is None or not note.strip():
+        raise click.UsageError('--note is required: say why, e.g. --note "closed for Christmas"')
+    if len(note) > MAX_NOTE:
+        raise click.UsageError(f"--note is longer than {MAX_NOTE} characters")
+    store, tz, cfg = open_store(config_path, db_path, write=True)
+    with store:
+        start, end = parse_range(when, tz, now=time.time())
+        known = known_sensors(store, [s.id for s in cfg.sensors] if cfg else None)
+        for sid in sensors:
+            if not SENSOR_ID.fullmatch(sid):
+                raise AnnotationError(f"sensor id {sid!r} is not valid")
+            if known and sid not in known:
+                raise AnnotationError(f"unknown sensor {sid!r}; this kiosk has "
+                                      f"{', '.join(sorted(known))}")
+        overlapping = annotations_between(store, start, end)
+        for sid in sensors or (None,):
+            aid = add(store, start=start, end=end, kind=kinds[0], note=note, sensor_id=sid, tz=tz)
+            click.echo(f"annotation #{aid}: {kinds[0]}, {sid or 'whole site'}, "
+                       f"{span_text(start, end, tz)}: {note.strip()}")
+    for a in overlapping:
+        if not sensors or a["sensor_id"] is None or a["sensor_id"] in sensors:
+            click.echo(f"note: it overlaps annotation #{a['id']} ({a['kind']}, "
+                       f"{a['sensor_id'] or 'whole site'}, {span_text(a['start'], a['end'], tz)}); "
+                       f"`kiosk annotate --delete {a['id']}` removes that one", err=True)
+
+
+def _list(config_path: str | None, db_path: str | None, since: str | None,
+          sensors: tuple[str, ...], fmt: str) -> None:
+    store, tz, _cfg = open_store(config_path, db_path)
+    with store:
+        t0 = parse_when(since, tz, now=time.time()) if since else 0
+        rows = annotations_between(store, t0, 2**62)
+    if sensors:
+        rows = [a for a in rows if a["sensor_id"] is None or a["sensor_id"] in sensors]
+    if fmt == "json":
+        from kiosk.periods import iso_utc
+
+        click.echo(json.dumps([{**a, "start": iso_utc(a["start"]), "end": iso_utc(a["end"]),
+                                "local_start": datetime.fromtimestamp(a["start"], tz).isoformat(),
+                                "local_end": datetime.fromtimestamp(a["end"], tz).isoformat(),
+                                "created_at": iso_utc(a["created_at"])} for a in rows],
+                              indent=1, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no annotations" + (f" since {local_text(t0, tz, seconds=False)}" if since else ""))
+        return
+    kw = max(len(a["kind"]) for a in rows)
+    sw = max(len(a["sensor_id"] or "whole site") for a in rows)
+    for a in rows:
+        click.echo(f"#{a['id']:<4} {a['kind']:<{kw}}  {a['sensor_id'] or 'whole site':<{sw}}  "
+                   f"{span_text(a['start'], a['end'], tz)}  {a['note']}")
