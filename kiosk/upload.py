@@ -49,7 +49,9 @@ RETRY_BASE_S = 10.0  #: First retry delay after a transient failure (clock secon
 RETRY_AFTER_MAX_S = 6 * 3600.0  #: Longest Retry-After we honour (clock seconds).
 HEALTH_EVERY_S = 3600.0  #: A health-only upload at least this often (clock seconds).
 MAX_REQUESTS_PER_CYCLE = 1000  #: Upper bound of requests in one drain (a safety net).
-MIN_COVERAGE = 0.0001  #: Coverage sent for a period that has counts but no recorded run.
+#: Smallest coverage sent: for a period that has counts but no recorded run, or whose running
+#: share would round to 0 in the body's 4 decimals (the schema requires coverage > 0).
+MIN_COVERAGE = 0.0001
 
 _PERIOD_NAMES = {v: k for k, v in PERIODS.items()}
 
@@ -237,7 +239,7 @@ class Uploader:
         changed = 0
         with self.store.write() as conn:
             for t in found:
-                cov = t.coverage if t.coverage > 0 else MIN_COVERAGE
+                cov = max(t.coverage, MIN_COVERAGE)
                 row = conn.execute(
                     "SELECT in_count, out_count, coverage, revision, state, attempted FROM uploads"
                     " WHERE sensor_id = ? AND start = ?", (t.sensor_id, t.start)).fetchone()
@@ -369,15 +371,19 @@ class Uploader:
         except requests.exceptions.Timeout:
             return Outcome("retry", None, f"no answer within {self.up.timeout_s:g} s")
         except requests.exceptions.RequestException as e:
-            return Outcome("retry", None, f"cannot reach the server: {_short(e)}")
+            return Outcome("retry", None, f"cannot reach the server: {_short(e, token)}")
         kind = classify(r.status_code)
+        if kind == "quarantine" and not _names_totals(r):
+            kind = "pause"  # an envelope, health or header fault: it would repeat for every total
         text = f"HTTP {r.status_code}"
-        detail = _error_text(r)
+        detail = _error_text(r, token)
         if detail:
             text += f": {detail}"
         if kind == "pause":
             hints = {401: "the token was refused; check token_file", 403: "the token is not "
-                     "allowed for this device", 404: "wrong [upload] url"}
+                     "allowed for this device", 404: "wrong [upload] url",
+                     400: "the server refused the request as a whole, not a total",
+                     422: "the server refused the request as a whole, not a total"}
             text += f" ({hints.get(r.status_code, 'check [upload] url and token')})"
         return Outcome(kind, r.status_code, text,
                        parse_retry_after(r.headers.get("Retry-After"), now=time.time()))
@@ -591,19 +597,35 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-def _short(e: BaseException) -> str:
-    text = str(e)
+def _redact(text: str, secret: str) -> str:
+    """``text`` without the bearer token (a server may echo it back in an error)."""
+    return text.replace(secret, "[token]") if secret else text
+
+
+def _short(e: BaseException, secret: str = "") -> str:
+    text = _redact(str(e), secret)
     return text if len(text) <= 200 else text[:200] + "…"
 
 
-def _error_text(r: Any) -> str:
+def _error_text(r: Any, secret: str = "") -> str:
     try:
         data = r.json()
     except ValueError:
-        return (r.text or "").strip()[:200]
+        return _redact((r.text or "").strip(), secret)[:200]
     if isinstance(data, dict) and "error" in data:
-        return str(data["error"])[:300]
+        return _redact(str(data["error"]), secret)[:300]
     return ""
+
+
+def _names_totals(r: Any) -> bool:
+    """True if a 400/422 answer names a total to quarantine (``problems[].index``)."""
+    try:
+        data = r.json()
+    except ValueError:
+        return False
+    problems = data.get("problems") if isinstance(data, dict) else None
+    return isinstance(problems, list) and any(
+        isinstance(p, dict) and isinstance(p.get("index"), int) for p in problems)
 
 
 @contextmanager
