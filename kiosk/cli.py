@@ -292,9 +292,13 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
             b = up.backlog()
         finally:
             lock.release()
-    if outcome is None:
+    if outcome is None and b["periods"] == 0:
         click.echo(f"uploaded: nothing left to send ({b['quarantined']} quarantined)")
         return
+    if outcome is None:
+        click.echo(f"uploaded a full round; {b['periods']} period(s) still to send, oldest "
+                   f"{b['oldest']}: run `kiosk sync` again", err=True)
+        raise SystemExit(1)
     click.echo(f"upload stopped: {outcome.message}", err=True)
     click.echo(f"{b['periods']} period(s) left to send, oldest {b['oldest']}; "
                f"{b['quarantined']} quarantined", err=True)

@@ -36,9 +36,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from kiosk import __version__
+from kiosk.annotations import changed_ranges, flags_for
 from kiosk.clock import Clock
 from kiosk.config import Config, UploadConfig
 from kiosk.exc import UploadError
+from kiosk.importer import uploadable
 from kiosk.periods import PERIODS, iso_local, iso_utc, totals
 from kiosk.store import Store
 
@@ -95,8 +97,19 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
 
 
 def clock_synchronized() -> bool:
-    """True when systemd-timesyncd (or chrony via the same flag file) says the clock is synced."""
-    return Path("/run/systemd/timesync/synchronized").exists()
+    """True when the system clock is synchronized: systemd-timesyncd's flag file, else the
+    kernel's NTP state (``adjtimex`` not reporting TIME_ERROR, as set by chrony or ntpd)."""
+    if Path("/run/systemd/timesync/synchronized").exists():
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
+        state = libc.adjtimex(buf)
+    except (OSError, AttributeError):
+        return False
+    return state not in (-1, 5)  # 5 = TIME_ERROR: the clock is not synchronized
 
 
 def read_token(path: str) -> str:
@@ -170,6 +183,8 @@ class Uploader:
         self.period_s = self.up.period_minutes * 60
         self.rng = rng or random.Random()
         self._session = session
+        #: Totals per request: batch_max, lowered after a 413 for the rest of this process.
+        self.batch_limit = self.up.batch_max
         self.state: dict[str, Any] = store.meta("upload") or {}
         self.state.setdefault("failures", 0)
         self.started_at = clock.now()
@@ -229,7 +244,12 @@ class Uploader:
         ).fetchall()
         for (start,) in late:
             found += totals(self.store, start, start + self.period_s, name, self.tz)
-        changed = self._merge(found)
+        # staff marks and imports made or undone since the last scan change flags or counts
+        for _sid, a, b in changed_ranges(self.store, last_scan):
+            lo, hi = int(a // self.period_s) * self.period_s, min(b, frontier, until)
+            if hi > lo:
+                found += totals(self.store, lo, hi, name, self.tz)
+        changed = self._merge(uploadable(self.store, found))
         # a minute of overlap: a flush racing this scan is looked at again next time
         self.store.set_meta(upload_frontier=max(frontier, until),
                             upload_scanned_at=scan_started - 60)
@@ -240,26 +260,30 @@ class Uploader:
         with self.store.write() as conn:
             for t in found:
                 cov = max(t.coverage, MIN_COVERAGE)
+                flags = flags_for(self.store, t.sensor_id, t.start, t.end, for_upload=True)
+                fj = json.dumps(flags) if flags else None
                 row = conn.execute(
-                    "SELECT in_count, out_count, coverage, revision, state, attempted FROM uploads"
-                    " WHERE sensor_id = ? AND start = ?", (t.sensor_id, t.start)).fetchone()
+                    "SELECT in_count, out_count, coverage, revision, state, attempted, flags"
+                    " FROM uploads WHERE sensor_id = ? AND start = ?",
+                    (t.sensor_id, t.start)).fetchone()
                 if row is None:
                     conn.execute(
                         "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
-                        " revision, state) VALUES (?, ?, ?, ?, ?, ?, 1, 'pending')",
-                        (t.sensor_id, t.start, t.end, t.in_count, t.out_count, cov))
+                        " revision, state, flags) VALUES (?, ?, ?, ?, ?, ?, 1, 'pending', ?)",
+                        (t.sensor_id, t.start, t.end, t.in_count, t.out_count, cov, fj))
                     changed += 1
                     continue
-                if (row[0], row[1], round(row[2], 4)) == (t.in_count, t.out_count, round(cov, 4)):
+                if (row[0], row[1], round(row[2], 4), row[6]) == (
+                        t.in_count, t.out_count, round(cov, 4), fj):
                     continue
                 # a revision that may have reached the server is never changed in place
                 bump = 1 if (row[4] == "sent" or row[5]) else 0
                 conn.execute(
-                    "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?,"
+                    "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?, flags = ?,"
                     " revision = revision + ?, attempted = CASE WHEN ? THEN 0 ELSE attempted END,"
                     " state = CASE WHEN state = 'quarantined' THEN state ELSE 'pending' END"
                     " WHERE sensor_id = ? AND start = ?",
-                    (t.in_count, t.out_count, cov, bump, bump, t.sensor_id, t.start))
+                    (t.in_count, t.out_count, cov, fj, bump, bump, t.sensor_id, t.start))
                 changed += 1
         return changed
 
@@ -302,6 +326,12 @@ class Uploader:
         }
 
     def _body(self, items: list[tuple]) -> bytes:
+        flags = {}
+        for sid, start, *_rest in items:
+            row = self.store.conn.execute("SELECT flags FROM uploads WHERE sensor_id = ? AND"
+                                          " start = ?", (sid, start)).fetchone()
+            if row and row[0]:
+                flags[(sid, start)] = json.loads(row[0])
         body = {
             "schema": SCHEMA,
             "device_id": self.config.device.id,
@@ -311,7 +341,8 @@ class Uploader:
             "totals": [
                 {"sensor_id": sid, "start": iso_utc(start), "end": iso_utc(end),
                  "local_start": iso_local(start, self.tz), "in": i, "out": o,
-                 "coverage": round(cov, 4), "revision": rev}
+                 "coverage": round(cov, 4), "revision": rev,
+                 **({"flags": flags[(sid, start)]} if (sid, start) in flags else {})}
                 for sid, start, end, i, o, cov, rev in items
             ],
             "health": self.health(),
@@ -400,7 +431,7 @@ class Uploader:
             req = self.store.conn.execute(
                 "SELECT id, key, body, items FROM upload_requests ORDER BY id LIMIT 1").fetchone()
             if req is None:
-                items = self._next_items(self.up.batch_max)
+                items = self._next_items(self.batch_limit)
                 if not items:
                     break
                 self._new_request(items)
@@ -445,6 +476,8 @@ class Uploader:
         with self.store.write() as conn:
             conn.execute("DELETE FROM upload_requests WHERE id = ?", (req_id,))
         if len(items) > 1:
+            if outcome.kind == "split":  # the server's limit: remember it for the backlog
+                self.batch_limit = max(1, min(self.batch_limit, len(items) // 2))
             half = (len(items) + 1) // 2
             self.journal("WARNING", f"{outcome.message}; splitting a batch of {len(items)} totals")
             for part in (items[:half], items[half:]):

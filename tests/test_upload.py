@@ -1160,8 +1160,6 @@ def test_kiosk_sync_quarantine_list_and_retry(past_device, httpserver, tmp_path)
     assert "no quarantined totals" in r.output
 
 
-@pytest.mark.xfail(strict=True, reason="kiosk sync reports success when cycle() stops at "
-                   "MAX_REQUESTS_PER_CYCLE with totals still pending (cli.py checks outcome only)")
 def test_kiosk_sync_does_not_claim_success_with_totals_left(past_device, receiver, tmp_path,
                                                             monkeypatch):
     receiver.start()
