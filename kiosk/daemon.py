@@ -170,20 +170,25 @@ class Daemon:
         flush_every = self.config.storage.flush_interval_s  # real seconds
         watchdog = systemd.watchdog_period()
         now_real = time.monotonic()
-        last_flush = last_tick = last_ping = last_prune = now_real
+        last_flush = last_tick = last_ping = last_prune = last_beat = now_real
+        beat_every = HEARTBEAT_S / min(speed, 60)  # an accelerated demo beats more often
         last_prune -= PRUNE_EVERY_S - 60  # first sweep a minute after start
         last_wall, last_mono = self.clock.now(), self.clock.monotonic()
         q = self.queue
         while self._stop_signal is None:
-            wait = max(0.0, min(TICK_S, last_flush + flush_every - time.monotonic()))
+            if writer.pending:  # wake when the next flush is due
+                wait = min(TICK_S, last_flush + flush_every - time.monotonic())
+            else:  # nothing to write: sleep until a message or the next tick
+                wait = TICK_S - (time.monotonic() - last_tick)
             try:
-                msg = q.get(timeout=wait if wait > 0 else 0.001)
-                n = 0
-                while n < DRAIN_MAX:
+                msg = q.get(timeout=max(0.001, wait))
+                for _ in range(DRAIN_MAX):
                     if msg is not _WAKE:
                         writer.handle(msg)
-                    n += 1
                     msg = q.get_nowait()
+                else:
+                    if msg is not _WAKE:  # the cap was reached: keep the one in hand
+                        writer.handle(msg)
             except queue.Empty:
                 pass
             if self._reload:
@@ -197,9 +202,11 @@ class Daemon:
                 last_wall, last_mono = wall, mono
                 for sensor in self.sensors:
                     sensor.tick(wall)
-            due = now_real - last_flush >= flush_every
-            if (due and writer.pending) or now_real - last_flush >= HEARTBEAT_S / min(speed, 60):
+            if now_real - last_beat >= beat_every:  # proves we run; records last pulses
                 writer.flush(meta=self._meta())
+                last_flush = last_beat = now_real
+            elif writer.pending and now_real - last_flush >= flush_every:
+                writer.flush()
                 last_flush = now_real
             if now_real - last_prune >= PRUNE_EVERY_S:
                 last_prune = now_real

@@ -233,7 +233,22 @@ class SerialSensor(Sensor):
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.read_timeout_s + 5.0)
+        self._drain_port()
         self._close_port()
+
+    def _drain_port(self) -> None:
+        """Take the lines the kernel still holds (a stop must not lose what was sent)."""
+        ser = self._serial
+        if ser is None:
+            return
+        try:
+            for _ in range(64):  # bounded: a device that never stops talking
+                waiting = ser.in_waiting
+                if not waiting:
+                    break
+                self._feed(ser.read(min(waiting, READ_CHUNK)))
+        except Exception:  # the port vanished meanwhile: nothing more to take
+            pass
 
     def status(self) -> dict[str, Any]:
         """Counters and state for ``kiosk status`` (``last_error`` is a message or ``None``)."""

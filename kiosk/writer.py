@@ -58,7 +58,8 @@ class Writer:
         self._events: list[tuple[float, str, str, int]] = []
         self._journal: list[JournalEntry] = []
         self._rejects: dict[str, _RejectLog] = {}
-        self._dirty_sensors: set[str] = set()
+        self._dirty_sensors: set[str] = set()  # state or rejected lines changed: write now
+        self._pulse_seen: set[str] = set()  # only last_pulse moved: write with the heartbeat
         self._sensors: dict[str, SensorRow] = {}
         self.set_sensors(sensor_kinds)
 
@@ -91,7 +92,7 @@ class Writer:
             row = self._sensors.get(msg.sensor_id)
             if row is not None and (row.last_pulse is None or msg.ts > row.last_pulse):
                 row.last_pulse = msg.ts
-                self._dirty_sensors.add(msg.sensor_id)
+                self._pulse_seen.add(msg.sensor_id)
         elif isinstance(msg, SensorEvent):
             self._sensor_event(msg)
         elif isinstance(msg, Rejected):
@@ -153,19 +154,26 @@ class Writer:
     def flush(self, *, meta: dict | None = None) -> bool:
         """Write everything pending in one transaction.  Returns True on success.
 
+        A flush with ``meta`` is a heartbeat: it also moves the running record's
+        ``last_seen``, stores ``meta`` and the sensors' last-pulse times.  A flush
+        without it writes only counts, events, journal lines and state changes, which
+        keeps the pages rewritten per commit (SD-card wear) to a minimum.
+
         On failure the pending data stays in memory for the next try, the error is
         logged (once per distinct message) and kept in :attr:`stats`.
         """
         now = self.clock.now()
         counts = dict(self._counts)
+        heartbeat = meta is not None
+        dirty = self._dirty_sensors | self._pulse_seen if heartbeat else self._dirty_sensors
         try:
             self.store.write_batch(
                 now=now,
                 counts=counts,
                 events=self._events,
-                sensors=[self._sensors[s] for s in sorted(self._dirty_sensors) if s in self._sensors],
+                sensors=[self._sensors[s] for s in sorted(dirty) if s in self._sensors],
                 journal=self._journal,
-                run_id=self.run_id,
+                run_id=self.run_id if heartbeat else None,
                 meta=meta,
             )
         except StorageError as e:
@@ -185,4 +193,6 @@ class Writer:
         self._events.clear()
         self._journal.clear()
         self._dirty_sensors.clear()
+        if heartbeat:
+            self._pulse_seen.clear()
         return True

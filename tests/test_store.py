@@ -233,3 +233,17 @@ def test_database_file_permissions_error(tmp_path):
             Store.open(d / "x.db")
     finally:
         os.chmod(d, 0o700)
+
+
+def test_light_flush_leaves_heartbeat_fields_for_the_heartbeat(writer, store, clock):
+    """Between heartbeats a flush rewrites only counts and events (SD-card wear)."""
+    writer.flush(meta={"x": 1})
+    clock.advance(10)
+    writer.handle(Pulse("a", clock.now(), "in"))
+    writer.flush()
+    assert store.runs(0, 2e10)[0][1] == T0  # last_seen not moved by a light flush
+    assert store.sensor_rows()[0]["last_pulse"] is None
+    writer.flush(meta={"x": 2})
+    assert store.runs(0, 2e10)[0][1] == T0 + 10
+    assert store.sensor_rows()[0]["last_pulse"] == T0 + 10
+    assert store.meta("x") == 2

@@ -126,7 +126,7 @@ class Device:
         self.store = Store.open(self.db)
         self.writer = Writer(self.store, clock=self.clock, sensor_kinds=KINDS)
         self.writer.run_id = self.store.start_run(now=start, pid=os.getpid(), version="test")
-        assert self.writer.flush()
+        assert self.writer.flush(meta={})
         self.posts: list[Post] = []
         self._stores: list[Store] = [self.store]
         self.uploader = self.new_uploader()
@@ -163,15 +163,15 @@ class Device:
             for sid in KINDS:
                 self.pulses(sid, start + 1, *visits(sid, h))
             self.clock.advance(H)
-            assert self.writer.flush()
+            assert self.writer.flush(meta={})
 
     def settle(self, seconds: float = 11.0) -> None:
         """Let the grace time pass and flush, so every finished hour is closed."""
         self.clock.advance(seconds)
-        assert self.writer.flush()
+        assert self.writer.flush(meta={})
 
     def stop_run(self, at: float) -> None:
-        assert self.writer.flush()
+        assert self.writer.flush(meta={})
         self.store.end_run(self.writer.run_id, now=at, reason="SIGTERM")
 
     def start_run(self, at: float) -> None:
@@ -317,7 +317,7 @@ def test_server_down_for_30_days_then_every_period_arrives_once_oldest_first(dev
             dev.clock.advance(boundary - dev.clock.now())
             for sid in KINDS:
                 dev.pulses(sid, boundary - H, *visits(sid, hour))
-            assert dev.writer.flush()
+            assert dev.writer.flush(meta={})
             hour += 1
     assert hour == 30 * 24
     # backoff: exponential with jitter, never above max_backoff_s, and it reaches the cap
@@ -705,7 +705,7 @@ def test_late_counts_send_revision_2_and_the_receiver_keeps_it(device, receiver)
     # pulses from that hour turn up later (e.g. written after a restart)
     dev.pulses("a", T0 + H + 600, n_in=5, n_out=2)
     dev.clock.advance(120)
-    assert dev.writer.flush()
+    assert dev.writer.flush(meta={})
     assert up.cycle() is None
     late = [t for t in dev.posted_totals() if (t["sensor_id"], t["start"]) == key]
     assert [t["revision"] for t in late] == [1, 2]
@@ -736,7 +736,7 @@ def test_late_counts_while_revision_1_is_still_unanswered(device, receiver):
     assert outcome.kind == "retry"
     dev.pulses("b", T0 + 10, n_in=4)
     dev.clock.advance(outcome.retry_after)
-    assert dev.writer.flush()
+    assert dev.writer.flush(meta={})
     receiver.start()
     assert up.cycle() is None
     assert dev.posts[1].body == dev.posts[0].body
@@ -942,7 +942,7 @@ def test_health_only_upload_when_idle_for_an_hour(device, httpserver):
     assert up.cycle() is None
     assert [len(d["totals"]) for d in server.bodies()] == [4]
     dev.clock.advance(1800)  # nothing pending, last success half an hour ago: no request
-    assert dev.writer.flush()
+    assert dev.writer.flush(meta={})
     assert up.cycle() is None
     assert len(server.requests) == 1
     dev.clock.advance(1799)  # 1 s short of an hour after the last success
@@ -1019,11 +1019,11 @@ def test_only_closed_and_flushed_periods_are_sent(device, httpserver):
     up = dev.uploader
     dev.pulses("a", T0 + 100, n_in=3)
     dev.clock.advance(1800)
-    assert dev.writer.flush()  # the run was last seen at 00:30
+    assert dev.writer.flush(meta={})  # the run was last seen at 00:30
     dev.clock.advance(1800 + 10)  # 01:00:10: ended and grace passed, but not flushed since 00:30
     up.cycle()
     assert dev.posted_totals() == []
-    assert dev.writer.flush()  # now the counts up to 01:00:10 are on disk
+    assert dev.writer.flush(meta={})  # now the counts up to 01:00:10 are on disk
     assert up.cycle() is None
     sent = [(t["sensor_id"], t["start"], t["in"]) for t in dev.posted_totals()]
     assert sent == [("a", iso(T0), 3), ("b", iso(T0), 0)]
@@ -1033,11 +1033,11 @@ def test_a_period_is_not_closed_before_its_grace_time(device, httpserver):
     server = FakeServer(httpserver)
     dev = device(server.url, grace_s=30.0)
     dev.clock.advance(H + 29)
-    assert dev.writer.flush()
+    assert dev.writer.flush(meta={})
     dev.uploader.cycle()
     assert dev.posted_totals() == []
     dev.clock.advance(1)  # end + grace == now: closed
-    assert dev.writer.flush()
+    assert dev.writer.flush(meta={})
     dev.uploader.cycle()
     assert [t["start"] for t in dev.posted_totals()] == [iso(T0), iso(T0)]
 
@@ -1051,7 +1051,7 @@ def test_periods_when_the_counter_was_off_are_not_sent_and_partial_ones_have_cov
     dev.start_run(T0 + 4.5 * H)  # running again 04:30-06:15
     dev.pulses("a", T0 + 4.6 * H, n_in=2)
     dev.clock.advance(1.75 * H)
-    assert dev.writer.flush()
+    assert dev.writer.flush(meta={})
     dev.stop_run(T0 + 6.25 * H)
     dev.clock.advance(H)
     dev.uploader.live_run_id = None  # the daemon has stopped (as for kiosk sync)
@@ -1110,7 +1110,7 @@ def past_device(device):
             for sid in KINDS:
                 dev.pulses(sid, start + h * H + 5, *visits(sid, h))
         dev.clock.advance(6 * H)
-        assert dev.writer.flush()
+        assert dev.writer.flush(meta={})
         dev.stop_run(start + 6 * H)
         return dev
 
