@@ -169,6 +169,14 @@ def m003_staff(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m004_fewer_indexes(db: sqlite_utils.Database) -> None:
+    """Every index on a table the writer appends to is one more page rewritten per commit
+    (SD-card wear).  The two dropped here served only hourly scans, which a full scan of a
+    few hundred thousand rows does as well."""
+    db.executescript("DROP INDEX IF EXISTS counts_updated; DROP INDEX IF EXISTS events_ts;")
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One line of the local journal (``level`` is a logging level name)."""
