@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from kiosk.config import Config
 from kiosk.periods import iso_local, local_midnight
-from kiosk.store import Store
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from kiosk.store import Store, pid_alive
 
 
 def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) -> dict[str, Any]:
@@ -33,7 +20,7 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
     last_seen = runs[1] if runs else None
     stopped = runs[2] is not None if runs else True
     heartbeat = float(daemon.get("heartbeat_s", 30)) / min(float(daemon.get("speed", 1)), 60)
-    running = (not stopped) and _pid_alive(daemon.get("pid"))
+    running = (not stopped) and pid_alive(daemon.get("pid"))
     if running and daemon.get("speed", 1) == 1 and last_seen is not None \
             and now - last_seen > 3 * heartbeat + 10:
         state = "stalled"

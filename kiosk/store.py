@@ -482,3 +482,16 @@ def _explain(path: str, e: sqlite3.DatabaseError) -> str:
     if "locked" in text or "busy" in text:
         return f"{path}: the database stayed locked for {BUSY_TIMEOUT_MS / 1000:.0f} s ({text})"
     return f"{path}: {text}"
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if a process with this pid exists (the daemon recorded in ``meta``)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user (the service user)
+        return True
+    return True

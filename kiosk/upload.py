@@ -42,7 +42,7 @@ from kiosk.config import Config, UploadConfig
 from kiosk.exc import UploadError
 from kiosk.importer import uploadable
 from kiosk.periods import PERIODS, iso_local, iso_utc, totals
-from kiosk.store import Store
+from kiosk.store import Store, pid_alive
 
 log = logging.getLogger("kiosk.upload")
 
@@ -212,7 +212,7 @@ class Uploader:
                                           (self.live_run_id,)).fetchone()
         else:
             daemon = self.store.meta("daemon") or {}
-            if daemon.get("run_id") and _pid_alive(daemon.get("pid")):
+            if daemon.get("run_id") and pid_alive(daemon.get("pid")):
                 row = self.store.conn.execute(
                     "SELECT last_seen FROM runs WHERE id = ? AND stopped_at IS NULL",
                     (daemon["run_id"],)).fetchone()
@@ -616,18 +616,6 @@ class UploadService:
             return self.uploader._failed(Outcome("retry", None, f"internal error: {e}"))
         finally:
             self.lock.release()
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _redact(text: str, secret: str) -> str:
