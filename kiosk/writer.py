@@ -132,8 +132,7 @@ class Writer:
         entry = JournalEntry(self.clock.now() if ts is None else ts, level, kind, message, sensor_id)
         self._journal.append(entry)
         prefix = f"{sensor_id}: " if sensor_id else ""
-        log.log(logging.getLevelName(level) if isinstance(logging.getLevelName(level), int)
-                else logging.INFO, "%s%s", prefix, message)
+        log.log(logging.getLevelNamesMapping().get(level, logging.INFO), "%s%s", prefix, message)
 
     # -- flushing ---------------------------------------------------------------------------
 

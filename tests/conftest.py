@@ -29,6 +29,36 @@ flush_interval_s = {flush}
 """
 
 
+SERIAL_SENSOR = """
+[[sensors]]
+id = "door"
+type = "serial"
+port = "{port}"
+reconnect_min_s = 0.2
+reconnect_max_s = 1
+"""
+
+
+def fill_sample_db(path: Path, t0: float) -> Path:
+    """A database where sensor a counted 10 in (t0 … t0 + 9 min) and b 4 out at t0 + 3700 s,
+    with the daemon running from t0 to t0 + 3 h."""
+    from kiosk.clock import ManualClock
+    from kiosk.events import Pulse
+    from kiosk.store import Store
+    from kiosk.writer import Writer
+
+    store = Store.open(path)
+    w = Writer(store, clock=ManualClock(t0), sensor_kinds={"a": "gpio", "b": "serial"})
+    w.run_id = store.start_run(now=t0, pid=1, version="t")
+    for i in range(10):
+        w.handle(Pulse("a", t0 + i * 60, "in"))
+    w.handle(Pulse("b", t0 + 3700, "out", 4))
+    w.flush()
+    store.end_run(w.run_id, now=t0 + 3 * 3600, reason="SIGTERM")
+    store.close()
+    return path
+
+
 def write_config(tmp_path: Path, sensors: str, *, flush: float = 1.0, extra: str = "",
                  name: str = "kiosk.toml") -> Path:
     """A config file with the given [[sensors]] TOML and a database in tmp_path."""

@@ -13,11 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from kiosk.cli import cli
-from kiosk.clock import ManualClock
-from kiosk.events import Pulse
-from kiosk.store import Store
-from kiosk.writer import Writer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fill_sample_db
 
 COMMANDS = sorted(cli.commands)
 
@@ -57,18 +53,7 @@ T0 = 1_795_417_200.0  # 2026-11-23T07:00:00Z, Monday 09:00 in Helsinki
 
 @pytest.fixture
 def filled_db(tmp_path) -> Path:
-    path = tmp_path / "counts.db"
-    store = Store.open(path)
-    clock = ManualClock(T0)
-    w = Writer(store, clock=clock, sensor_kinds={"a": "gpio", "b": "serial"})
-    w.run_id = store.start_run(now=T0, pid=1, version="t")
-    for i in range(10):
-        w.handle(Pulse("a", T0 + i * 60, "in"))
-    w.handle(Pulse("b", T0 + 3700, "out", 4))
-    w.flush()
-    store.end_run(w.run_id, now=T0 + 3 * 3600, reason="SIGTERM")
-    store.close()
-    return path
+    return fill_sample_db(tmp_path / "counts.db", T0)
 
 
 def test_export_csv(filled_db):

@@ -9,16 +9,9 @@ import time
 
 import pytest
 
-from tests.conftest import db_totals, integrity, wait_for
+from tests.conftest import SERIAL_SENSOR, db_totals, integrity, wait_for
 
-SERIAL = """
-[[sensors]]
-id = "door"
-type = "serial"
-port = "{port}"
-reconnect_min_s = 0.2
-reconnect_max_s = 1
-"""
+SERIAL = SERIAL_SENSOR
 
 
 def _serial_config(config_file, pty_feeder, flush: float = 1.0):

@@ -23,14 +23,14 @@ from kiosk.cli import cli
 from kiosk.clock import ManualClock
 from kiosk.config import load
 from kiosk.daemon import Daemon
-from kiosk.events import Pulse, Rejected, SensorEvent
+from kiosk.events import Rejected, SensorEvent
 from kiosk.importer import import_command, imported_ranges, uploadable
 from kiosk.journal import log_command
 from kiosk.periods import totals
 from kiosk.store import Store
 from kiosk.upload import Outcome, Uploader
 from kiosk.writer import REJECT_LOG_INTERVAL_S, Writer
-from tests.conftest import db_totals, wait_for
+from tests.conftest import db_totals, fill_sample_db, wait_for
 
 HEL = ZoneInfo("Europe/Helsinki")
 T0 = 1_763_967_600.0  # 2025-11-24T07:00:00Z, a Monday, 09:00 in Helsinki (in the past)
@@ -56,18 +56,8 @@ def kiosk(*args: str):
 
 
 def fill(path: Path) -> Path:
-    """Like test_cli.filled_db: sensors a (10 in, 07:00–07:09Z) and b (4 out at 08:01:40Z),
-    the daemon running 07:00–10:00Z."""
-    store = Store.open(path)
-    w = Writer(store, clock=ManualClock(T0), sensor_kinds={"a": "gpio", "b": "serial"})
-    w.run_id = store.start_run(now=T0, pid=1, version="t")
-    for i in range(10):
-        w.handle(Pulse("a", T0 + i * 60, "in"))
-    w.handle(Pulse("b", T0 + 3700, "out", 4))
-    w.flush()
-    store.end_run(w.run_id, now=T0 + 3 * 3600, reason="SIGTERM")
-    store.close()
-    return path
+    """Like test_cli.filled_db (tests.conftest.fill_sample_db) at this file's T0."""
+    return fill_sample_db(path, T0)
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ from kiosk.upload import (
 )
 from kiosk.upload import read_token as read_token_file
 from kiosk.writer import Writer
-from tests.conftest import db_totals, wait_for
+from tests.conftest import SERIAL_SENSOR, db_totals, wait_for
 
 TOKEN = "s3cr3t-t0ken-4f9a1c"
 DEVICE = "test-kiosk-01"
@@ -772,14 +772,7 @@ class HungServer:
             c.close()
 
 
-SERIAL = """
-[[sensors]]
-id = "door"
-type = "serial"
-port = "{port}"
-reconnect_min_s = 0.2
-reconnect_max_s = 1
-"""
+SERIAL = SERIAL_SENSOR
 
 
 def test_hung_server_does_not_slow_counting(config_file, daemon, pty_feeder, tmp_path):
