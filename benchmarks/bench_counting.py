@@ -69,7 +69,7 @@ from kiosk.config import StorageConfig
 from kiosk.config import loads as config_from_text
 from kiosk.daemon import HEARTBEAT_S, PRUNE_EVERY_S, Daemon
 from kiosk.events import Pulse
-from kiosk.simulated import SimulatedSensor
+from kiosk.sensors.simulated import SimulatedSensor
 from kiosk.store import Store
 from kiosk.writer import Writer
 
@@ -671,7 +671,7 @@ def bench_burst_gpio(s: Settings, *, manual: bool) -> Metric | None:
                f"burst {BURST:,} in {BURST_S * 1000:.0f} ms, GPIO mock, {what}: stored",
                "pulses", target=f"= {BURST:,} every run")
     try:
-        importlib.import_module("kiosk.gpio")
+        importlib.import_module("kiosk.sensors.gpio")
         mock = importlib.import_module("gpiozero.pins.mock")
     except ImportError as e:
         say(f"  GPIO ({what}): skipped ({e})")

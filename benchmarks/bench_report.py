@@ -22,7 +22,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from kiosk.periods import local_midnight
-from kiosk.report import build_report, render_html, render_table
+from kiosk.report.compute import build_report
+from kiosk.report.html import render_html
+from kiosk.report.text import render_table
 from kiosk.store import BUCKET_S, Store
 
 TZ = ZoneInfo("Europe/Helsinki")

@@ -10,7 +10,6 @@ Uploads carry them as quality flags per total (docs/protocol.md §7): :func:`fla
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import time
@@ -18,11 +17,8 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import click
-
 from kiosk.exc import ExportError, KioskError
-from kiosk.importer import SENSOR_ID, known_sensors
-from kiosk.journal import add_journal, config_option, db_option, local_text, open_store, parse_when
+from kiosk.journal import add_journal, local_text
 
 if TYPE_CHECKING:
     from kiosk.store import Store
@@ -206,103 +202,3 @@ def changed_ranges(store: Store, since: float) -> list[tuple[str | None, int, in
 
 
 # -- the command -------------------------------------------------------------------------------------
-
-@click.command("annotate", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("when", required=False, metavar="DATE|RANGE")
-@click.option("--closed", is_flag=True, help="The site (or --sensor's door) was closed.")
-@click.option("--estimate", is_flag=True, help="The counts of the period are estimated.")
-@click.option("--sensor-fault", is_flag=True, help="A sensor was faulty; the counts are doubtful.")
-@click.option("--note", default=None, metavar="TEXT", help="Why (required when adding).")
-@click.option("--sensor", "sensors", multiple=True, metavar="ID",
-              help="Only this sensor (repeatable; default: the whole site).")
-@click.option("--list", "list_", is_flag=True, help="List annotations and exit.")
-@click.option("--since", default=None, metavar="TIME",
-              help="With --list: only annotations ending after this (e.g. 30d, 2026-01-01).")
-@click.option("--delete", "delete_id", type=int, metavar="ID", help="Delete annotation ID and exit.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Output of --list.")
-@config_option
-@db_option
-def annotate_command(when: str | None, closed: bool, estimate: bool, sensor_fault: bool,
-                     note: str | None, sensors: tuple[str, ...], list_: bool, since: str | None,
-                     delete_id: int | None, fmt: str, config_path: str | None,
-                     db_path: str | None) -> None:
-    """Mark a day or a period: closed (a holiday), counts estimated, or a sensor fault.
-
-    DATE is a local day (2026-12-24, today, yesterday), RANGE whole local days
-    (2026-12-24..2026-12-26, both included) or local times
-    (2026-11-22T10:00..2026-11-22T12:00); ISO times with Z or an offset work too.
-    Days follow device.timezone, so a DST day is 23 or 25 hours.
-
-    Annotations appear in reports and are sent with uploads as quality flags.
-    `kiosk annotate --list` shows them, `kiosk annotate --delete ID` removes one.
-    """
-    kinds = [k for k, on in (("closed", closed), ("estimate", estimate),
-                             ("sensor-fault", sensor_fault)) if on]
-    if list_ or delete_id is not None:
-        if when or kinds or note or (list_ and delete_id is not None):
-            raise click.UsageError("--list and --delete ID take no DATE|RANGE, kind or --note")
-        if delete_id is not None:
-            store, tz, _cfg = open_store(config_path, db_path, write=True, create=False)
-            with store:
-                a = delete(store, delete_id, tz=tz)
-            click.echo(f"deleted annotation #{delete_id}: {a['kind']}, "
-                       f"{a['sensor_id'] or 'whole site'}, {span_text(a['start'], a['end'], tz)}")
-            return
-        _list(config_path, db_path, since, sensors, fmt)
-        return
-    if not when:
-        raise click.UsageError("give the DATE or RANGE to annotate (or --list / --delete ID)")
-    if len(kinds) != 1:
-        raise click.UsageError("give exactly one of --closed, --estimate, --sensor-fault")
-    if note is None or not note.strip():
-        raise click.UsageError('--note is required: say why, e.g. --note "closed for Christmas"')
-    if len(note) > MAX_NOTE:
-        raise click.UsageError(f"--note is longer than {MAX_NOTE} characters")
-    store, tz, cfg = open_store(config_path, db_path, write=True)
-    with store:
-        start, end = parse_range(when, tz, now=time.time())
-        known = known_sensors(store, [s.id for s in cfg.sensors] if cfg else None)
-        for sid in sensors:
-            if not SENSOR_ID.fullmatch(sid):
-                raise AnnotationError(f"sensor id {sid!r} is not valid")
-            if known and sid not in known:
-                raise AnnotationError(f"unknown sensor {sid!r}; this kiosk has "
-                                      f"{', '.join(sorted(known))}")
-        overlapping = annotations_between(store, start, end)
-        for sid in sensors or (None,):
-            aid = add(store, start=start, end=end, kind=kinds[0], note=note, sensor_id=sid, tz=tz)
-            click.echo(f"annotation #{aid}: {kinds[0]}, {sid or 'whole site'}, "
-                       f"{span_text(start, end, tz)}: {note.strip()}")
-    for a in overlapping:
-        if not sensors or a["sensor_id"] is None or a["sensor_id"] in sensors:
-            click.echo(f"note: it overlaps annotation #{a['id']} ({a['kind']}, "
-                       f"{a['sensor_id'] or 'whole site'}, {span_text(a['start'], a['end'], tz)}); "
-                       f"`kiosk annotate --delete {a['id']}` removes that one", err=True)
-
-
-def _list(config_path: str | None, db_path: str | None, since: str | None,
-          sensors: tuple[str, ...], fmt: str) -> None:
-    store, tz, _cfg = open_store(config_path, db_path)
-    with store:
-        t0 = parse_when(since, tz, now=time.time()) if since else 0
-        rows = annotations_between(store, t0, 2**62)
-    if sensors:
-        rows = [a for a in rows if a["sensor_id"] is None or a["sensor_id"] in sensors]
-    if fmt == "json":
-        from kiosk.periods import iso_utc
-
-        click.echo(json.dumps([{**a, "start": iso_utc(a["start"]), "end": iso_utc(a["end"]),
-                                "local_start": datetime.fromtimestamp(a["start"], tz).isoformat(),
-                                "local_end": datetime.fromtimestamp(a["end"], tz).isoformat(),
-                                "created_at": iso_utc(a["created_at"])} for a in rows],
-                              indent=1, ensure_ascii=False))
-        return
-    if not rows:
-        click.echo("no annotations" + (f" since {local_text(t0, tz, seconds=False)}" if since else ""))
-        return
-    kw = max(len(a["kind"]) for a in rows)
-    sw = max(len(a["sensor_id"] or "whole site") for a in rows)
-    for a in rows:
-        click.echo(f"#{a['id']:<4} {a['kind']:<{kw}}  {a['sensor_id'] or 'whole site':<{sw}}  "
-                   f"{span_text(a['start'], a['end'], tz)}  {a['note']}")

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from kiosk.exc import ConfigError
 
 DEFAULT_PATH = "/etc/kiosk/kiosk.toml"
+#: The time zone of local labels when neither the config nor the database says otherwise.
+DEFAULT_TIMEZONE = "Europe/Helsinki"
 SENSOR_TYPES = ("gpio", "gpio-pair", "serial", "simulated")
 PERIOD_MINUTES = (15, 30, 60)
 
@@ -71,7 +73,7 @@ REQUIRED_SENSOR_OPTIONS = {"gpio": ("pin",), "gpio-pair": ("pin_a", "pin_b"), "s
 class DeviceConfig:
     id: str
     site: str
-    timezone: str = "Europe/Helsinki"
+    timezone: str = DEFAULT_TIMEZONE
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,7 @@ class _Validator:
         opts = self.table(data, "[device]", {
             "id": (str, None, "a device id such as 'espoo-isoomena-01'"),
             "site": (str, None, "a site id such as 'iso-omena-service-centre'"),
-            "timezone": (str, "Europe/Helsinki", "an IANA time zone such as 'Europe/Helsinki'"),
+            "timezone": (str, DEFAULT_TIMEZONE, "an IANA time zone such as 'Europe/Helsinki'"),
         })
         for key in ("id", "site"):
             if data and key not in data:
@@ -367,7 +369,7 @@ class _Validator:
                     f"{where} mode", f"expected 'events' or 'cumulative', found {opts['mode']!r}"
                 )
             elif opts.get("pattern") is not None:
-                from kiosk.serial_sensor import validate_pattern
+                from kiosk.sensors.serial import validate_pattern
 
                 try:
                     validate_pattern(opts["pattern"], opts["mode"])
@@ -376,7 +378,7 @@ class _Validator:
             if opts["baudrate"] <= 0:
                 self.problem(f"{where} baudrate", f"expected a baud rate > 0, found {opts['baudrate']}")
         if stype == "simulated":
-            from kiosk.simulated import SimulatedSensor
+            from kiosk.sensors.simulated import SimulatedSensor
 
             try:
                 SimulatedSensor.validate_options(

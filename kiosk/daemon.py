@@ -23,12 +23,15 @@ from kiosk.config import Config
 from kiosk.config import load as load_config
 from kiosk.events import SensorEvent
 from kiosk.exc import ConfigError, SensorError, StorageError
-from kiosk.sensor import Sensor
 from kiosk.sensors import build_sensors
+from kiosk.sensors.base import Sensor
 from kiosk.store import Store
 from kiosk.writer import Writer
 
 log = logging.getLogger("kiosk.daemon")
+
+#: Builds a service (an object with ``start()`` and ``stop()``) for a daemon that is starting.
+ServiceFactory = Callable[["Daemon"], Any]
 
 TICK_S = 0.5  #: Real seconds between sensor ticks and housekeeping checks.
 HEARTBEAT_S = 30.0  #: Real seconds between writes that prove the daemon is running.
@@ -46,8 +49,10 @@ class Daemon:
     :param clock: the clock all timestamps come from.
     :param config_path: file to re-read on SIGHUP (None: reload not possible).
     :param pin_factory: gpiozero pin factory for GPIO sensors (None: gpiozero's default).
-    :param services: callables ``f(daemon) -> object with .start()/.stop()`` started after
-        the sensors (the uploader hooks in here).
+    :param upload_factory: builds the upload service when the config has ``[upload]``; it is
+        rebuilt on a reload that changes ``[upload]``.
+    :param services: further :data:`ServiceFactory` callables, started after the sensors and
+        the upload service (the demo's progress lines hook in here).
     """
 
     def __init__(
@@ -57,7 +62,8 @@ class Daemon:
         clock: Clock,
         config_path: str | None = None,
         pin_factory: Any = None,
-        services: list[Callable[[Daemon], Any]] | None = None,
+        upload_factory: ServiceFactory | None = None,
+        services: list[ServiceFactory] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -67,6 +73,8 @@ class Daemon:
         self.sensors: list[Sensor] = []
         self.store: Store | None = None
         self.writer: Writer | None = None
+        self._upload_factory = upload_factory
+        self._upload: Any = None
         self._service_factories = services or []
         self._services: list[Any] = []
         self._stop_signal: int | None = None
@@ -109,6 +117,7 @@ class Daemon:
         try:
             self._start_sensors()
             writer.flush(meta={"starts": starts, **self._meta()})
+            self._start_upload()
             for factory in self._service_factories:
                 service = factory(self)
                 service.start()
@@ -121,6 +130,24 @@ class Daemon:
                 signal.signal(sig, handler)
             self._shutdown()
         return 0
+
+    @property
+    def run_id(self) -> int | None:
+        """The id of the live run record (``runs`` table) while counting, else None."""
+        return self.writer.run_id if self.writer is not None else None
+
+    def _start_upload(self) -> None:
+        if self._upload_factory is not None and self.config.upload is not None:
+            self._upload = self._upload_factory(self)
+            self._upload.start()
+
+    def _stop_upload(self) -> None:
+        if self._upload is not None:
+            try:
+                self._upload.stop()
+            except Exception as e:
+                log.error("error while stopping the upload service: %s", e)
+            self._upload = None
 
     def _kinds(self) -> dict[str, str]:
         return {s.id: s.type for s in self.config.sensors}
@@ -280,6 +307,7 @@ class Daemon:
                 service.stop()
             except Exception as e:
                 log.error("error while stopping %r: %s", service, e)
+        self._stop_upload()
         self._stop_sensors()
         w, store = self.writer, self.store
         if w is None or store is None:

@@ -92,9 +92,7 @@ class _Progress:
 def run_demo(*, data_dir: str, speed: float, hours: float | None, start_at: str | None,
              debug: bool = False, out: TextIO | None = None) -> int:
     """Run the demo until Ctrl-C or ``hours`` simulated hours; returns the exit status."""
-    import click
-
-    from kiosk.cli import _run_daemon, upload_services
+    from kiosk.app import run_daemon
     from kiosk.receiver import Receiver
 
     out = out or sys.stdout
@@ -126,15 +124,9 @@ def run_demo(*, data_dir: str, speed: float, hours: float | None, start_at: str 
                   f"{datetime.fromtimestamp(start, tz):%a %d.%m.%Y %H:%M %Z}, "
                   f"database {d / 'counts.db'}")
     printer.print(f"reference receiver on {receiver.url}; Ctrl-C stops")
-    services = [*upload_services(cfg), lambda daemon: _Progress(daemon, printer, stop_at)]
-    ctx = click.get_current_context()
     try:
-        _run_daemon(ctx, cfg, speed=speed, config_path=None, services=services, clock=clock,
-                    quiet=not debug)
-    except click.exceptions.Exit as e:
-        status = e.exit_code
-    else:
-        status = 0
+        status = run_daemon(cfg, speed=speed, clock=clock, debug=debug, quiet=not debug,
+                            extra_services=[lambda daemon: _Progress(daemon, printer, stop_at)])
     finally:
         receiver.stop()
     printer.print(

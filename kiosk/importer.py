@@ -31,10 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import click
-
 from kiosk.exc import KioskError
-from kiosk.journal import add_journal, config_option, db_option, local_text, locate, open_store
+from kiosk.journal import add_journal, local_text
 
 if TYPE_CHECKING:
     from kiosk.store import Store
@@ -384,12 +382,12 @@ def import_file(store: Store, path: str, *, tz: ZoneInfo, upload: bool = False,
         conn.executemany(
             "INSERT INTO import_rows (sensor_id, start, end, import_id) VALUES (?, ?, ?, ?)",
             [(r.sensor_id, r.start, r.end, import_id) for r in written])
-        add_journal(conn, "INFO", "import", _summary(Path(path).name, p, import_id, upload, tz),
+        add_journal(conn, "INFO", "import", import_summary(Path(path).name, p, import_id, upload, tz),
                     now=now)
     return Result(import_id, p)
 
 
-def _summary(name: str, p: Plan, import_id: int | None, upload: bool, tz: ZoneInfo) -> str:
+def import_summary(name: str, p: Plan, import_id: int | None, upload: bool, tz: ZoneInfo) -> str:
     rows = p.rows
     if not rows:
         return f"{name}: nothing to import"
@@ -498,108 +496,3 @@ def uploadable(store: Store, totals: list) -> list:
 
 
 # -- the command ------------------------------------------------------------------------------------
-
-@click.command("import", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
-@config_option
-@db_option
-@click.option("--upload", is_flag=True,
-              help="Also send the imported totals to the statistics server (flagged "
-                   "'imported'); default: keep them for local reports only.")
-@click.option("--dry-run", is_flag=True, help="Check the file and say what would change; write nothing.")
-@click.option("--replace", "replace_imported", is_flag=True,
-              help="Overwrite rows of earlier imports that overlap this file.")
-@click.option("--any-sensor", is_flag=True,
-              help="Accept sensor ids this kiosk does not know (e.g. a door that is gone).")
-@click.option("--list", "list_imports", is_flag=True, help="List earlier imports and exit.")
-@click.option("--undo", "undo_id", type=int, metavar="ID",
-              help="Remove the counts of import ID (see --list) and exit.")
-def import_command(file: str | None, config_path: str | None, db_path: str | None, upload: bool,
-                   dry_run: bool, replace_imported: bool, any_sensor: bool, list_imports: bool,
-                   undo_id: int | None) -> None:
-    """Import historical totals from an old counter, so year-on-year comparisons work
-    from day one.
-
-    FILE.csv has the columns of `kiosk export`: sensor_id,start,end,in,out with a
-    header line and times in ISO 8601 with Z or an offset.  Rows may be 15 minutes,
-    hours or days long (multiples of 15 minutes on quarter-hour boundaries); a longer
-    row is stored whole in its first quarter hour, so 15-minute exports show it there.
-
-    Every row is checked first; if any is bad, each problem is listed by line number and
-    nothing is imported.  Periods this kiosk counted itself are refused.  Importing the
-    same file again changes nothing; rows that overlap an earlier import are refused
-    unless --replace.  Imported counts appear in reports and exports, marked imported,
-    and are not uploaded unless --upload.  Safe while the daemon runs.
-    """
-    if list_imports or undo_id is not None:
-        if file or upload or dry_run or replace_imported:
-            raise click.UsageError("--list and --undo take no FILE or other options")
-        _list_or_undo(config_path, db_path, undo_id)
-        return
-    if not file:
-        raise click.UsageError("give the FILE.csv to import (or --list / --undo ID)")
-    if not Path(file).is_file():
-        raise ImportFileError(f"{file}: no such file")
-    path, tz, cfg = locate(config_path, db_path)
-    period_s = None
-    if upload:
-        if cfg is None or cfg.upload is None:
-            raise ImportFileError(
-                "--upload needs a config with an [upload] section (the totals are sent as its "
-                "period_minutes periods); without it imported counts stay local")
-        period_s = cfg.upload.period_minutes * 60
-    from kiosk.store import Store
-
-    if dry_run and not Path(path).exists():
-        store = Store.open(":memory:")  # check against an empty database; create nothing
-    else:
-        if not Path(path).exists():
-            click.echo(f"note: {path} did not exist; creating a new database (the service user "
-                       f"must be able to write it: run this as that user, e.g. sudo -u kiosk)",
-                       err=True)
-        store = Store.open(path)  # the writer connection: short transactions beside the daemon
-    with store:
-        known = known_sensors(store, [s.id for s in cfg.sensors] if cfg else None)
-        r = import_file(store, file, tz=tz, upload=upload, replace_imported=replace_imported,
-                        dry_run=dry_run, known=known, any_sensor=any_sensor,
-                        upload_period_s=period_s)
-    if r.already:
-        a = r.already
-        click.echo(f"{file}: already imported on {local_text(a['imported_at'], tz, seconds=False)} "
-                   f"(import #{a['id']}, {a['rows']} row(s)"
-                   f"{', uploaded' if a['upload'] else ', kept locally'}); nothing changed")
-        if upload and not a["upload"]:
-            click.echo("to upload it now, run again with --replace --upload", err=True)
-        return
-    text = _summary(Path(file).name, r.plan, r.import_id, upload, tz)
-    click.echo(text + ("; dry run, nothing written" if dry_run else ""))
-
-
-def _list_or_undo(config_path: str | None, db_path: str | None, undo_id: int | None) -> None:
-    if undo_id is not None:
-        store, tz, _cfg = open_store(config_path, db_path, write=True, create=False)
-        with store:
-            n = undo(store, undo_id, tz=tz)
-            uploaded = store.conn.execute("SELECT upload FROM imports WHERE id = ?",
-                                          (undo_id,)).fetchone()[0]
-        click.echo(f"import #{undo_id} undone: removed {n} imported row(s)")
-        if uploaded:
-            click.echo("note: totals already sent stay on the statistics server; the protocol "
-                       "has no way to withdraw them", err=True)
-        return
-    store, tz, _cfg = open_store(config_path, db_path)
-    with store:
-        rows = imports(store)
-    if not rows:
-        click.echo("no imports")
-        return
-    for r in rows:
-        span = (f"{local_text(r['first_start'], tz, seconds=False)} to "
-                f"{local_text(r['last_end'], tz, seconds=False)}" if r["first_start"] is not None
-                else "-")
-        state = (f"undone {local_text(r['undone_at'], tz, seconds=False)}" if r["undone_at"]
-                 else f"{r['rows_left']} row(s)" + ("" if r["rows_left"] == r["rows"]
-                                                   else f" of {r['rows']} left"))
-        click.echo(f"#{r['id']}  {local_text(r['imported_at'], tz, seconds=False)}  "
-                   f"{Path(r['file']).name}  {r['sensors']}  {span}  {state}, "
-                   f"{'uploaded' if r['upload'] else 'local only'}")

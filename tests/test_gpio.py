@@ -9,7 +9,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from kiosk.clock import ManualClock
 from kiosk.events import Pulse, SensorEvent
 from kiosk.exc import SensorError
-from kiosk.gpio import GPIOPairSensor, GPIOSensor
+from kiosk.sensors.gpio import GPIOPairSensor, GPIOSensor
 
 T0 = 1_790_000_000.0  # ManualClock's default start
 

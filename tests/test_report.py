@@ -21,20 +21,11 @@ import pytest
 from click.testing import CliRunner
 
 from kiosk.cli import KioskGroup
+from kiosk.cli.report import report_command
 from kiosk.periods import local_midnight
-from kiosk.report import (
-    BLOCKS,
-    DEFINITIONS,
-    SITE,
-    build_report,
-    parse_report_date,
-    render_csv,
-    render_html,
-    render_json,
-    render_table,
-    report_command,
-)
-from kiosk.report_html import BAR
+from kiosk.report.compute import DEFINITIONS, SITE, build_report, parse_report_date
+from kiosk.report.html import BAR, render_html
+from kiosk.report.text import BLOCKS, render_csv, render_json, render_table
 from kiosk.store import Store
 
 TZ = ZoneInfo("Europe/Helsinki")

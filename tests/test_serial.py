@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import serial
 
-from kiosk import serial_sensor
 from kiosk.clock import ManualClock, SystemClock
 from kiosk.events import Pulse, Rejected, SensorEvent
 from kiosk.exc import ConfigError
-from kiosk.serial_sensor import MAX_LINE, SerialSensor, validate_pattern
+from kiosk.sensors import serial as serial_sensor
+from kiosk.sensors.serial import MAX_LINE, SerialSensor, validate_pattern
 
 TIMEOUT = 5.0  # real seconds any wait may take before the test fails
 

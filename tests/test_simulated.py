@@ -1,4 +1,4 @@
-"""Tests of the simulated door sensor (kiosk.simulated)."""
+"""Tests of the simulated door sensor (kiosk.sensors.simulated)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from kiosk.clock import ManualClock, ScaledClock
 from kiosk.events import Pulse, SensorEvent
 from kiosk.exc import ConfigError
-from kiosk.simulated import SimulatedSensor, parse_hours, traffic_shape
+from kiosk.sensors.simulated import SimulatedSensor, parse_hours, traffic_shape
 
 HEL = ZoneInfo("Europe/Helsinki")
 

@@ -13,19 +13,18 @@ import pytest
 from click.testing import CliRunner
 
 from kiosk.annotations import (
-    annotate_command,
     annotations_between,
     changed_ranges,
     flags_for,
     parse_range,
 )
 from kiosk.cli import cli
+from kiosk.cli.staff import annotate_command, import_command, log_command
 from kiosk.clock import ManualClock
 from kiosk.config import load
 from kiosk.daemon import Daemon
 from kiosk.events import Rejected, SensorEvent
-from kiosk.importer import import_command, imported_ranges, uploadable
-from kiosk.journal import log_command
+from kiosk.importer import imported_ranges, uploadable
 from kiosk.periods import totals
 from kiosk.store import Store
 from kiosk.upload import Outcome, Uploader

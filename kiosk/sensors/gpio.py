@@ -35,7 +35,7 @@ from typing import Any
 from kiosk.clock import Clock
 from kiosk.events import Direction, Emit, Pulse, SensorEvent
 from kiosk.exc import SensorError
-from kiosk.sensor import Sensor
+from kiosk.sensors.base import Sensor
 
 _EPS = 1e-6  # s: slack for float arithmetic on clock readings
 

@@ -45,7 +45,7 @@ import serial
 from kiosk.clock import Clock
 from kiosk.events import Emit, Pulse, Rejected, SensorEvent, printable_sample
 from kiosk.exc import ConfigError
-from kiosk.sensor import Sensor
+from kiosk.sensors.base import Sensor
 
 #: Longest accepted line in bytes, not counting the ``\r\n`` terminator.
 MAX_LINE = 256

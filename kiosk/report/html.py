@@ -10,7 +10,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from kiosk.report import WEEKDAYS, change_text, note_lines, num, period_text, summary_lines, title
+from kiosk.report.compute import WEEKDAYS
+from kiosk.report.text import change_text, note_lines, num, period_text, summary_lines, title
 
 BAR = "#2f6db5"  #: weekday / normal bars
 BAR_WEEKEND = "#7fa7d9"

@@ -7,7 +7,7 @@ from typing import Any
 from kiosk.clock import Clock
 from kiosk.config import Config, SensorConfig
 from kiosk.events import Emit
-from kiosk.sensor import Sensor
+from kiosk.sensors.base import Sensor
 
 
 def build_sensor(
@@ -16,19 +16,19 @@ def build_sensor(
     """The sensor object for one ``[[sensors]]`` table (nothing is opened until ``start``)."""
     opts = dict(sc.options)
     if sc.type == "gpio":
-        from kiosk.gpio import GPIOSensor
+        from kiosk.sensors.gpio import GPIOSensor
 
         return GPIOSensor(sc.id, emit=emit, clock=clock, pin_factory=pin_factory, **opts)
     if sc.type == "gpio-pair":
-        from kiosk.gpio import GPIOPairSensor
+        from kiosk.sensors.gpio import GPIOPairSensor
 
         return GPIOPairSensor(sc.id, emit=emit, clock=clock, pin_factory=pin_factory, **opts)
     if sc.type == "serial":
-        from kiosk.serial_sensor import SerialSensor
+        from kiosk.sensors.serial import SerialSensor
 
         return SerialSensor(sc.id, emit=emit, clock=clock, **opts)
     if sc.type == "simulated":
-        from kiosk.simulated import SimulatedSensor
+        from kiosk.sensors.simulated import SimulatedSensor
 
         return SimulatedSensor(sc.id, emit=emit, clock=clock, timezone=timezone, **opts)
     raise ValueError(f"unknown sensor type {sc.type!r}")

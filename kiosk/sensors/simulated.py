@@ -68,7 +68,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from kiosk.clock import Clock
 from kiosk.events import Emit, Pulse, SensorEvent
 from kiosk.exc import ConfigError
-from kiosk.sensor import Sensor
+from kiosk.sensors.base import Sensor
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,81 @@
+"""``kiosk status`` and ``kiosk export``: what the counter is doing, and its counts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+import click
+
+from kiosk.cli.options import config_option, db_option, open_store
+
+
+@click.command()
+@config_option
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_path: str | None, db_path: str | None, as_json: bool) -> None:
+    """What the counter is doing: daemon, sensors, today's counts, database.
+
+    Reads the database only; safe while the daemon runs.
+    """
+    from kiosk.status import collect, render
+
+    store, tz, cfg = open_store(config_path, db_path)
+    with store:
+        info = collect(store, tz=tz, config=cfg, now=time.time())
+    click.echo(json.dumps(info, indent=2) if as_json else render(info))
+
+
+
+@click.command()
+@config_option
+@db_option
+@click.option("--period", type=click.Choice(["15m", "1h", "1d"]), default="1h", show_default=True,
+              help="Length of each row; 1d is a local day in device.timezone.")
+@click.option("--since", default="today", show_default=True,
+              help="Start: 2026-11-22 (local midnight), 2026-11-22T09:00 (local), "
+                   "an ISO time with Z or offset, today, yesterday.")
+@click.option("--until", default="now", show_default=True, help="End (exclusive), same forms.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("--sensor", "sensors", multiple=True, help="Only this sensor id (repeatable).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-",
+              help="Write to a file instead of standard output.")
+def export(config_path: str | None, db_path: str | None, period: str, since: str, until: str,
+           fmt: str, sensors: tuple[str, ...], output: str) -> None:
+    """Counts per sensor and period: sensor_id, start, end, in, out (UTC ISO 8601).
+
+    Rows are sorted by sensor and start; periods in which the counter was running
+    appear even with zero visits; periods it was off are left out.
+    """
+    from kiosk.periods import parse_time, totals
+
+    store, tz, _cfg = open_store(config_path, db_path)
+    with store:
+        now = time.time()
+        t0, t1 = parse_time(since, tz, now=now), parse_time(until, tz, now=now)
+        if t1 <= t0:
+            raise click.BadParameter(f"--until ({until}) must be after --since ({since})")
+        rows = totals(store, t0, t1, period, tz, sensors or None)
+    with click.open_file(output, "w", encoding="utf-8") as f:
+        if fmt == "json":
+            json.dump([r.as_dict() for r in rows], f, indent=1)
+            f.write("\n")
+        else:
+            f.write(export_csv(rows))
+
+
+def export_csv(rows: list) -> str:
+    """CSV text with the header ``sensor_id,start,end,in,out``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["sensor_id", "start", "end", "in", "out"])
+    for r in rows:
+        d = r.as_dict()
+        w.writerow([d["sensor_id"], d["start"], d["end"], d["in"], d["out"]])
+    return buf.getvalue()
+
+

@@ -1,0 +1,96 @@
+"""``kiosk sync`` and ``kiosk receiver``: uploads now, and the reference receiver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kiosk.cli.options import config_option, load_config
+
+
+@click.command()
+@config_option
+@click.option("--list-quarantined", is_flag=True, help="List totals the server refused (kept).")
+@click.option("--retry-quarantined", is_flag=True,
+              help="Queue refused totals again (as a new revision), then upload.")
+@click.option("--wait", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for an upload the daemon is running.")
+def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: bool,
+         wait: float) -> None:
+    """Upload every closed period now, oldest first, and show what happened.
+
+    Safe beside the running daemon (the two take turns through a lock file).
+    Exit status 0 when the outbox is empty, 1 when something is left to send.
+    """
+    from kiosk.clock import SystemClock
+    from kiosk.exc import UploadError
+    from kiosk.upload import UploadLock, uploader_for
+
+    cfg = load_config(config_path)
+    assert cfg is not None
+    if cfg.upload is None:
+        raise UploadError(f"{cfg.source} has no [upload] section: this kiosk keeps its counts "
+                          f"locally and uploads nothing")
+    with uploader_for(cfg, clock=SystemClock()) as up:
+        if list_quarantined:
+            rows = up.quarantined()
+            if not rows:
+                click.echo("no quarantined totals")
+            for r in rows:
+                click.echo(f"{r['sensor_id']} {r['start']}..{r['end']} in={r['in']} "
+                           f"out={r['out']} revision={r['revision']}: {r['error']}")
+            return
+        lock = UploadLock(cfg.storage.path)
+        if not lock.acquire(timeout=wait):
+            raise UploadError(f"the daemon's upload did not finish within {wait:g} s; "
+                              f"try again or raise --wait")
+        try:
+            if retry_quarantined:
+                click.echo(f"{up.retry_quarantined()} quarantined total(s) queued again")
+            outcome = up.cycle(health_due=True)
+            b = up.backlog()
+        finally:
+            lock.release()
+    if outcome is None and b["periods"] == 0:
+        click.echo(f"uploaded: nothing left to send ({b['quarantined']} quarantined)")
+        return
+    if outcome is None:
+        click.echo(f"uploaded a full round; {b['periods']} period(s) still to send, oldest "
+                   f"{b['oldest']}: run `kiosk sync` again", err=True)
+        raise SystemExit(1)
+    click.echo(f"upload stopped: {outcome.message}", err=True)
+    click.echo(f"{b['periods']} period(s) left to send, oldest {b['oldest']}; "
+               f"{b['quarantined']} quarantined", err=True)
+    raise SystemExit(1)
+
+
+@click.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="TCP port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--db", "db_path", default="receiver.db", show_default=True, metavar="PATH",
+              help="Where the receiver stores what it accepts.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Require this bearer token (default: accept any).")
+@click.option("--show", is_flag=True, help="List what the receiver holds, then exit.")
+def receiver(port: int, host: str, db_path: str, token_file: str | None, show: bool) -> None:
+    """The reference receiver: a small statistics server for tests, demos and the city's
+    server team (not a production server).  See docs/protocol.md."""
+    from kiosk import receiver as rx
+
+    if show:
+        from tabulate import tabulate
+
+        rows = rx.show(db_path)
+        click.echo(tabulate([[r["device_id"], r["sensor_id"], r["start"], r["local_start"],
+                              r["in"], r["out"], r["coverage"], r["revision"]] for r in rows],
+                            headers=["device", "sensor", "start (UTC)", "local start", "in",
+                                     "out", "coverage", "revision"]))
+        s = rx.summary(db_path)
+        click.echo(f"{s['periods']} periods, {s['in']} in, {s['out']} out; "
+                   f"{s['requests']} requests {s['requests_by_status']}")
+        return
+    token = Path(token_file).read_text().strip() if token_file else None
+    rx.serve_forever(db_path, host, port, token)
+
+
