@@ -28,7 +28,7 @@ import socketserver
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -201,6 +201,14 @@ def _parse(ts: str) -> datetime | None:
         return None
 
 
+def _sent_ts(ts: str) -> float:
+    """UTC seconds of a ``sent_at`` the schema check already accepted."""
+    dt = _parse(ts)
+    if dt is None:
+        raise ValueError(f"sent_at {ts!r} is not an ISO time")
+    return dt.timestamp()
+
+
 def semantic_problems(body: dict[str, Any]) -> list[Problem]:
     """Rules beyond the schema (answered 422); ``body`` must already pass :func:`schema_problems`.
 
@@ -321,7 +329,8 @@ class _Server(ThreadingHTTPServer):
 
     def server_bind(self) -> None:  # skip HTTPServer's reverse DNS lookup (getfqdn)
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
 
 class _Server6(_Server):
@@ -354,6 +363,13 @@ class Receiver:
         self._db: sqlite3.Connection | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The open database connection (only between :meth:`start` and :meth:`stop`)."""
+        if self._db is None:
+            raise RuntimeError("receiver not started")
+        return self._db
 
     @property
     def port(self) -> int:
@@ -389,7 +405,8 @@ class Receiver:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            self._thread.join()
+            if self._thread is not None:
+                self._thread.join()
             self._port = self._server.server_address[1]
             self._server = None
         if self._db is not None:
@@ -424,7 +441,7 @@ class Receiver:
             rec.update(payload)
         try:
             with self._lock:
-                self._db.execute(f"INSERT INTO requests ({', '.join(rec)}) VALUES "
+                self._conn.execute(f"INSERT INTO requests ({', '.join(rec)}) VALUES "
                                  f"({', '.join('?' * len(rec))})", list(rec.values()))
         except sqlite3.Error:
             log.exception("cannot log request")
@@ -470,19 +487,22 @@ class Receiver:
     def _keyed(self, key: str, body: bytes, rec: dict[str, Any]) -> tuple[int, dict, list]:
         digest = hashlib.sha256(body).hexdigest()
         with self._lock:
-            row = self._db.execute("SELECT body_sha256 FROM idempotency_keys WHERE "
+            row = self._conn.execute("SELECT body_sha256 FROM idempotency_keys WHERE "
                                    "idempotency_key = ?", (key,)).fetchone()
         if row is not None and row[0] != digest:
             return 422, {"error": "Idempotency-Key was already used with a different body"}, []
         status, payload, accepted = self._process(key, body, rec)
         with self._lock:
-            self._db.execute(
+            self._conn.execute(
                 "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                 "last_status = excluded.last_status",
                 (key, digest, rec["device_id"], _now(), status))
-        for total in accepted if self.on_accept is not None else ():
+        on_accept = self.on_accept
+        for total in accepted:
+            if on_accept is None:
+                break
             try:
-                self.on_accept(total)
+                on_accept(total)
             except Exception:
                 log.exception("on_accept callback failed")
         return status, payload, []
@@ -518,7 +538,7 @@ class Receiver:
         counts = {"accepted": 0, "duplicates": 0, "superseded": 0}
         dev, now, new, conflicts = body["device_id"], _now(), [], []
         with self._lock:
-            db = self._db
+            db = self._conn
             db.execute("BEGIN IMMEDIATE")
             try:
                 for i, t in enumerate(body["totals"]):
@@ -551,7 +571,7 @@ class Receiver:
                 db.execute(
                     "INSERT OR IGNORE INTO health (device_id, site, sent_at, sent_ts, received_at, "
                     "idempotency_key, health) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (dev, body["site"], body["sent_at"], _parse(body["sent_at"]).timestamp(), now,
+                    (dev, body["site"], body["sent_at"], _sent_ts(body["sent_at"]), now,
                      key, json.dumps(body["health"], ensure_ascii=False)))
                 db.commit()
             except BaseException:
@@ -577,7 +597,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - " + format, self.client_address[0], *args)
 
-    def _reply(self, status: int, payload: dict, headers: list[tuple[str, str]] = ()) -> None:
+    def _reply(self, status: int, payload: dict, headers: Sequence[tuple[str, str]] = ()) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

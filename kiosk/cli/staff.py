@@ -153,9 +153,10 @@ def annotate_command(when: str | None, closed: bool, estimate: bool, sensor_faul
                 raise AnnotationError(f"unknown sensor {sid!r}; this kiosk has "
                                       f"{', '.join(sorted(known))}")
         overlapping = annotations_between(store, start, end)
-        for sid in sensors or (None,):
-            aid = add(store, start=start, end=end, kind=kinds[0], note=note, sensor_id=sid, tz=tz)
-            click.echo(f"annotation #{aid}: {kinds[0]}, {sid or 'whole site'}, "
+        targets: list[str | None] = [*sensors] or [None]  # None: the whole site
+        for target in targets:
+            aid = add(store, start=start, end=end, kind=kinds[0], note=note, sensor_id=target, tz=tz)
+            click.echo(f"annotation #{aid}: {kinds[0]}, {target or 'whole site'}, "
                        f"{span_text(start, end, tz)}: {note.strip()}")
     for a in overlapping:
         if not sensors or a["sensor_id"] is None or a["sensor_id"] in sensors:
