@@ -1,0 +1,198 @@
+"""The upload outbox: ``uploads`` (each closed period's total, revision and state) and
+``upload_requests`` (request bodies stored before sending, re-sent byte for byte).
+
+Only the uploader writes them (the daemon's upload thread or ``kiosk sync``, one at a
+time under the upload lock).  Times are UTC seconds; ``start``/``end`` bound a period.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+
+class UploadState(StrEnum):
+    """``uploads.state``: the values stored in the database."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    QUARANTINED = "quarantined"
+
+
+class OutboxRow(NamedTuple):
+    """One total of the outbox, as it goes into a request (coverage 0–1)."""
+
+    sensor_id: str
+    start: int
+    end: int
+    in_count: int
+    out_count: int
+    coverage: float
+    revision: int
+
+
+class StoredRequest(NamedTuple):
+    """A request stored before sending: its key, exact body and the totals it carries
+    (JSON ``[[sensor_id, start, revision], ...]``)."""
+
+    id: int
+    key: str
+    body: bytes
+    items: str
+
+
+class Backlog(NamedTuple):
+    """The outbox at a glance: pending totals, the oldest pending start (UTC s or None),
+    quarantined and sent totals."""
+
+    pending: int
+    oldest: int | None
+    quarantined: int
+    sent: int
+
+
+_ROW = "sensor_id, start, end, in_count, out_count, coverage, revision"
+
+
+def merge_total(conn: sqlite3.Connection, *, sensor_id: str, start: int, end: int,
+                in_count: int, out_count: int, coverage: float, flags: str | None) -> bool:
+    """Put a period's total in the outbox inside the caller's transaction; returns True if
+    that changed anything.  ``flags``: the JSON list sent with it, or None.
+
+    A revision that may have reached the server (sent, or in a stored request) is never
+    changed in place: the total gets ``revision + 1``.  Quarantined totals stay so."""
+    row = conn.execute(
+        "SELECT in_count, out_count, coverage, revision, state, attempted, flags"
+        " FROM uploads WHERE sensor_id = ? AND start = ?", (sensor_id, start)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
+            " revision, state, flags) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            (sensor_id, start, end, in_count, out_count, coverage, UploadState.PENDING, flags))
+        return True
+    if (row[0], row[1], round(row[2], 4), row[6]) == (in_count, out_count, round(coverage, 4),
+                                                      flags):
+        return False
+    bump = 1 if (row[4] == UploadState.SENT or row[5]) else 0
+    conn.execute(
+        "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?, flags = ?,"
+        " revision = revision + ?, attempted = CASE WHEN ? THEN 0 ELSE attempted END,"
+        " state = CASE WHEN state = ? THEN state ELSE ? END"
+        " WHERE sensor_id = ? AND start = ?",
+        (in_count, out_count, coverage, flags, bump, bump, UploadState.QUARANTINED,
+         UploadState.PENDING, sensor_id, start))
+    return True
+
+
+class OutboxMixin:
+    """Operations of :class:`kiosk.store.Store` on ``uploads`` and ``upload_requests``."""
+
+    conn: sqlite3.Connection
+
+    def has_outbox(self) -> bool:
+        """True if the database has the outbox (m002)."""
+        return self.db["uploads"].exists()  # type: ignore[attr-defined]
+
+    def backlog(self) -> Backlog:
+        """Pending, oldest pending start, quarantined and sent totals (one query)."""
+        n, oldest, q, sent = self.conn.execute(
+            "SELECT sum(state = ?), min(CASE WHEN state = ? THEN start END),"
+            " sum(state = ?), sum(state = ?) FROM uploads",
+            (UploadState.PENDING, UploadState.PENDING, UploadState.QUARANTINED,
+             UploadState.SENT)).fetchone()
+        return Backlog(n or 0, oldest, q or 0, sent or 0)
+
+    def outbox_flags(self, sensor_id: str, start: int) -> list[str] | None:
+        """The flags stored with a total (None: none)."""
+        row = self.conn.execute("SELECT flags FROM uploads WHERE sensor_id = ? AND start = ?",
+                                (sensor_id, start)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def outbox_row(self, sensor_id: str, start: int) -> OutboxRow | None:
+        """The outbox total of one sensor's period, or None."""
+        row = self.conn.execute(f"SELECT {_ROW} FROM uploads WHERE sensor_id = ? AND start = ?",
+                                (sensor_id, start)).fetchone()
+        return OutboxRow(*row) if row else None
+
+    def pending_totals(self, limit: int) -> list[OutboxRow]:
+        """The oldest ``limit`` pending totals, by start then sensor."""
+        return [OutboxRow(*r) for r in self.conn.execute(
+            f"SELECT {_ROW} FROM uploads WHERE state = ? ORDER BY start, sensor_id LIMIT ?",
+            (UploadState.PENDING, limit))]
+
+    def quarantined_totals(self) -> list[tuple[OutboxRow, str | None]]:
+        """(total, error) of every quarantined total, by start then sensor."""
+        return [(OutboxRow(*r[:7]), r[7]) for r in self.conn.execute(
+            f"SELECT {_ROW}, error FROM uploads WHERE state = ? ORDER BY start, sensor_id",
+            (UploadState.QUARANTINED,))]
+
+    def store_request(self, *, key: str, body: bytes, items: Sequence[OutboxRow],
+                      now: float) -> int:
+        """Store a request body before it is sent and mark its totals attempted; returns
+        its id."""
+        refs = json.dumps([[r.sensor_id, r.start, r.revision] for r in items])
+        with self.write() as conn:  # type: ignore[attr-defined]
+            cur = conn.execute(
+                "INSERT INTO upload_requests (key, body, items, created_at) VALUES (?, ?, ?, ?)",
+                (key, body, refs, now))
+            conn.executemany(
+                "UPDATE uploads SET attempted = 1 WHERE sensor_id = ? AND start = ?"
+                " AND revision = ?", [(r.sensor_id, r.start, r.revision) for r in items])
+            return int(cur.lastrowid)
+
+    def next_request(self) -> StoredRequest | None:
+        """The oldest stored request, or None."""
+        row = self.conn.execute(
+            "SELECT id, key, body, items FROM upload_requests ORDER BY id LIMIT 1").fetchone()
+        return StoredRequest(*row) if row else None
+
+    def request_count(self) -> int:
+        """How many requests are stored (not yet answered definitely)."""
+        return self.conn.execute("SELECT count(*) FROM upload_requests").fetchone()[0]
+
+    def count_attempt(self, request_id: int) -> None:
+        """Note that a stored request is about to be sent once more."""
+        with self.write() as conn:  # type: ignore[attr-defined]
+            conn.execute("UPDATE upload_requests SET attempts = attempts + 1 WHERE id = ?",
+                         (request_id,))
+
+    def mark_sent(self, request_id: int, items: Iterable[tuple[str, int, int]],
+                  now: float) -> None:
+        """After a 2xx: the (sensor_id, start, revision) totals are sent at ``now`` and the
+        request is deleted, in one transaction."""
+        with self.write() as conn:  # type: ignore[attr-defined]
+            conn.executemany(
+                "UPDATE uploads SET state = ?, sent_at = ?, error = NULL"
+                " WHERE sensor_id = ? AND start = ? AND revision = ?",
+                [(UploadState.SENT, now, sid, start, rev) for sid, start, rev in items])
+            conn.execute("DELETE FROM upload_requests WHERE id = ?", (request_id,))
+
+    def drop_request(self, request_id: int) -> None:
+        """Delete a stored request (refused; its totals go out again otherwise)."""
+        with self.write() as conn:  # type: ignore[attr-defined]
+            conn.execute("DELETE FROM upload_requests WHERE id = ?", (request_id,))
+
+    def quarantine(self, sensor_id: str, start: int, revision: int, error: str) -> None:
+        """Set one revision of a total aside with the server's ``error``."""
+        with self.write() as conn:  # type: ignore[attr-defined]
+            conn.execute("UPDATE uploads SET state = ?, error = ?"
+                         " WHERE sensor_id = ? AND start = ? AND revision = ?",
+                         (UploadState.QUARANTINED, error, sensor_id, start, revision))
+
+    def requeue_quarantined(self) -> int:
+        """Put quarantined totals back as pending (a new revision if one was attempted);
+        returns how many."""
+        with self.write() as conn:  # type: ignore[attr-defined]
+            return conn.execute(
+                "UPDATE uploads SET state = ?, revision = revision + attempted,"
+                " attempted = 0, error = NULL WHERE state = ?",
+                (UploadState.PENDING, UploadState.QUARANTINED)).rowcount
+
+    def outbox_rows(self) -> dict[tuple[str, int], tuple[Any, ...]]:
+        """(in, out, coverage, revision, state) of every total by (sensor_id, start)."""
+        return {(r[0], r[1]): tuple(r[2:]) for r in self.conn.execute(
+            "SELECT sensor_id, start, in_count, out_count, coverage, revision, state"
+            " FROM uploads")}

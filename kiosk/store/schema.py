@@ -1,0 +1,157 @@
+"""The schema: the sqlite-utils migrations m001–m004, and the "is this database ours and
+migrated" check the readers use."""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("kiosk")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE counts (
+            sensor_id TEXT NOT NULL,
+            start INTEGER NOT NULL,          -- UTC seconds, multiple of 900
+            in_count INTEGER NOT NULL DEFAULT 0,
+            out_count INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,        -- UTC seconds of the last change
+            PRIMARY KEY (sensor_id, start)
+        ) WITHOUT ROWID;
+        CREATE INDEX counts_updated ON counts (updated_at);
+        CREATE TABLE events (
+            ts REAL NOT NULL,
+            sensor_id TEXT NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+            count INTEGER NOT NULL
+        );
+        CREATE INDEX events_ts ON events (ts);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            stopped_at REAL,
+            pid INTEGER,
+            version TEXT,
+            stop_reason TEXT
+        );
+        CREATE TABLE sensors (
+            sensor_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            state_since REAL,
+            last_pulse REAL,
+            rejected_lines INTEGER NOT NULL DEFAULT 0,
+            message TEXT,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE journal (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            level TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            sensor_id TEXT,
+            message TEXT NOT NULL
+        );
+        CREATE INDEX journal_ts ON journal (ts);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """
+    )
+
+
+@migrations()
+def m002_uploads(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE uploads (
+            sensor_id TEXT NOT NULL,
+            start INTEGER NOT NULL,             -- UTC seconds
+            end INTEGER NOT NULL,
+            in_count INTEGER NOT NULL,
+            out_count INTEGER NOT NULL,
+            coverage REAL NOT NULL,
+            revision INTEGER NOT NULL DEFAULT 1,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'quarantined')),
+            attempted INTEGER NOT NULL DEFAULT 0, -- this revision went out in a request
+            sent_at REAL,
+            error TEXT,
+            PRIMARY KEY (sensor_id, start)
+        ) WITHOUT ROWID;
+        CREATE INDEX uploads_state ON uploads (state, start);
+        CREATE TABLE upload_requests (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            body BLOB NOT NULL,
+            items TEXT NOT NULL,                -- JSON [[sensor_id, start, revision], ...]
+            created_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        );
+        """
+    )
+
+
+@migrations()
+def m003_staff(db: sqlite_utils.Database) -> None:
+    """Staff data: annotations on periods and imported history (kiosk annotate / import)."""
+    db.executescript(
+        """
+        CREATE TABLE annotations (
+            id INTEGER PRIMARY KEY,
+            start INTEGER NOT NULL,             -- UTC seconds
+            end INTEGER NOT NULL,               -- UTC seconds, exclusive
+            sensor_id TEXT,                     -- NULL: the whole site
+            kind TEXT NOT NULL CHECK (kind IN ('closed', 'estimate', 'sensor-fault')),
+            note TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            deleted_at REAL,                    -- kept, so uploads can re-send without the flag
+            CHECK (end > start)
+        );
+        CREATE INDEX annotations_start ON annotations (start);
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY,
+            file TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            imported_at REAL NOT NULL,
+            rows INTEGER NOT NULL,              -- rows written (identical rows skipped)
+            upload INTEGER NOT NULL DEFAULT 0,  -- 1: also send to the statistics server
+            first_start INTEGER,
+            last_end INTEGER,
+            sensors TEXT,                       -- comma-separated sensor ids
+            replaced INTEGER NOT NULL DEFAULT 0,
+            undone_at REAL
+        );
+        CREATE INDEX imports_sha256 ON imports (sha256);
+        -- the extent of each imported row (its counts sit in the bucket at its start)
+        CREATE TABLE import_rows (
+            sensor_id TEXT NOT NULL,
+            start INTEGER NOT NULL,
+            end INTEGER NOT NULL,
+            import_id INTEGER NOT NULL REFERENCES imports (id),
+            PRIMARY KEY (sensor_id, start)
+        ) WITHOUT ROWID;
+        ALTER TABLE counts ADD COLUMN import_id INTEGER;  -- NULL: counted by this kiosk
+        CREATE INDEX counts_imported ON counts (start) WHERE import_id IS NOT NULL;
+        ALTER TABLE uploads ADD COLUMN flags TEXT;         -- JSON list sent with this revision
+        """
+    )
+
+
+@migrations()
+def m004_fewer_indexes(db: sqlite_utils.Database) -> None:
+    """Every index on a table the writer appends to is one more page rewritten per commit
+    (SD-card wear).  The two dropped here served only hourly scans, which a full scan of a
+    few hundred thousand rows does as well."""
+    db.executescript("DROP INDEX IF EXISTS counts_updated; DROP INDEX IF EXISTS events_ts;")
+
+
+def pending_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Names of the migrations not yet applied to ``db`` (read-only: writes nothing)."""
+    return [m.name for m in migrations.pending(db)]
+
+
+def is_kiosk_database(db: sqlite_utils.Database) -> bool:
+    """True if ``db`` was made by the kiosk: it has the ``counts`` table of m001."""
+    return db["counts"].exists()
