@@ -11,13 +11,12 @@ Uploads carry them as quality flags per total (docs/protocol.md §7): :func:`fla
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from kiosk.exc import ExportError, KioskError
+from kiosk.exc import AnnotationError, ExportError
 from kiosk.journal import add_journal, local_text
 
 if TYPE_CHECKING:
@@ -29,10 +28,6 @@ MAX_NOTE = 500
 
 _DAY_WORDS = {"today": 0, "yesterday": -1, "tomorrow": 1}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-class AnnotationError(KioskError, ValueError):
-    "An annotation was asked for with invalid arguments, or does not exist"
 
 
 # -- reading DATE|RANGE --------------------------------------------------------------------------
@@ -98,9 +93,7 @@ def span_text(start: float, end: float, tz: ZoneInfo) -> str:
     return f"{a:%a %Y-%m-%d %H:%M} – {b:%a %Y-%m-%d %H:%M} {local_text(end, tz)[-6:]}"
 
 
-# -- the table -------------------------------------------------------------------------------------
-
-_COLUMNS = ("id", "start", "end", "sensor_id", "kind", "note", "created_at")
+# -- the table (SQL in kiosk.store.staff) ----------------------------------------------------------
 
 
 def add(store: Store, *, start: int, end: int, kind: str, note: str, sensor_id: str | None = None,
@@ -112,11 +105,11 @@ def add(store: Store, *, start: int, end: int, kind: str, note: str, sensor_id: 
     if not note:
         raise AnnotationError("a note is required: say why, e.g. --note \"closed for Christmas\"")
     now = time.time() if now is None else now
+    from kiosk.store.staff import insert_annotation
+
     with store.write() as conn:
-        cur = conn.execute(
-            "INSERT INTO annotations (start, end, sensor_id, kind, note, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", (start, end, sensor_id, kind, note, now))
-        aid = int(cur.lastrowid)
+        aid = insert_annotation(conn, start=start, end=end, sensor_id=sensor_id, kind=kind,
+                                note=note, now=now)
         add_journal(conn, "INFO", "annotation",
                     f"annotation #{aid} added: {kind}, {sensor_id or 'whole site'}, "
                     f"{span_text(start, end, tz)}: {note}", now=now, sensor_id=sensor_id)
@@ -127,15 +120,16 @@ def delete(store: Store, annotation_id: int, *, tz: ZoneInfo, now: float | None 
            ) -> dict[str, Any]:
     """Delete an annotation (kept with ``deleted_at``); returns it."""
     now = time.time() if now is None else now
+    from kiosk.store.staff import annotation, mark_annotation_deleted
+
     with store.write() as conn:
-        row = conn.execute(f"SELECT {', '.join(_COLUMNS)}, deleted_at FROM annotations WHERE id = ?",
-                           (annotation_id,)).fetchone()
-        if row is None or row[-1] is not None:
+        found = annotation(conn, annotation_id)
+        if found is None or found[1] is not None:
             raise AnnotationError(f"there is no annotation #{annotation_id}"
-                                  + (" (it was deleted already)" if row else "")
+                                  + (" (it was deleted already)" if found else "")
                                   + "; see `kiosk annotate --list`")
-        a = dict(zip(_COLUMNS, row[:-1], strict=True))
-        conn.execute("UPDATE annotations SET deleted_at = ? WHERE id = ?", (now, annotation_id))
+        a = found[0]
+        mark_annotation_deleted(conn, annotation_id, now)
         add_journal(conn, "INFO", "annotation",
                     f"annotation #{annotation_id} deleted: {a['kind']}, "
                     f"{a['sensor_id'] or 'whole site'}, {span_text(a['start'], a['end'], tz)}: "
@@ -151,17 +145,7 @@ def annotations_between(store: Store, start: float, end: float, *,
     note, created_at.  With ``sensor_id``: only those for that sensor or the whole site.
     Deleted annotations are left out; a database without the table gives [].
     """
-    sql = (f"SELECT {', '.join(_COLUMNS)} FROM annotations WHERE deleted_at IS NULL"
-           " AND start < ? AND end > ?")
-    params: list[Any] = [end, start]
-    if sensor_id is not None:
-        sql += " AND (sensor_id IS NULL OR sensor_id = ?)"
-        params.append(sensor_id)
-    try:
-        rows = store.conn.execute(sql + " ORDER BY start, id", params).fetchall()
-    except sqlite3.OperationalError:  # not migrated yet (read-only connection)
-        return []
-    return [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
+    return store.annotations_overlapping(start, end, sensor_id=sensor_id)
 
 
 def flags_for(store: Store, sensor_id: str, start: float, end: float, *,
@@ -171,14 +155,7 @@ def flags_for(store: Store, sensor_id: str, start: float, end: float, *,
     it (``for_upload``: only those imported with ``--upload``; the others are not sent).
     """
     flags = {a["kind"] for a in annotations_between(store, start, end, sensor_id=sensor_id)}
-    join = " JOIN imports i ON i.id = c.import_id AND i.upload = 1" if for_upload else ""
-    try:
-        row = store.conn.execute(
-            f"SELECT 1 FROM counts c{join} WHERE c.sensor_id = ? AND c.start >= ? AND c.start < ?"
-            " AND c.import_id IS NOT NULL LIMIT 1", (sensor_id, start, end)).fetchone()
-    except sqlite3.OperationalError:
-        row = None
-    if row is not None:
+    if store.has_imported_counts(sensor_id, start, end, for_upload=for_upload):
         flags.add("imported")
     return sorted(flags)
 
@@ -188,16 +165,7 @@ def changed_ranges(store: Store, since: float) -> list[tuple[str | None, int, in
     ``since``: annotations added or deleted (their flags), and imports made or undone
     (counts a ``--replace`` or ``--undo`` removed leave no ``updated_at`` behind).  For the
     uploader to look at those periods again."""
-    out: list[tuple[str | None, int, int]] = []
-    try:
-        out += [(s, int(a), int(b)) for s, a, b in store.conn.execute(
-            "SELECT sensor_id, start, end FROM annotations WHERE created_at > ? OR deleted_at > ?",
-            (since, since))]
-        out += [(None, int(a), int(b)) for a, b in store.conn.execute(
-            "SELECT first_start, last_end FROM imports WHERE (imported_at > ? OR undone_at > ?)"
-            " AND first_start IS NOT NULL", (since, since))]
-    except sqlite3.OperationalError:  # not migrated yet
-        return []
+    out = store.staff_changes(since)
     return sorted(out, key=lambda x: (x[1], x[2], x[0] or ""))
 
 

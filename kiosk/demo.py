@@ -76,8 +76,7 @@ class _Progress:
                 counted = store.totals_between(day, now + 1)
                 i = sum(v[0] for v in counted.values())
                 o = sum(v[1] for v in counted.values())
-                backlog = store.conn.execute(
-                    "SELECT count(*) FROM uploads WHERE state = 'pending'").fetchone()[0]
+                backlog = store.backlog().pending
                 self.printer.print(
                     f"[{datetime.fromtimestamp(now, tz):%a %d.%m %H:%M %Z}] counted today "
                     f"{i} in / {o} out; receiver has {self.printer.accepted_periods} periods "

@@ -36,3 +36,11 @@ class UploadError(KioskError, IOError):
 
 class ExportError(KioskError, ValueError):
     "An export or report was asked for with invalid arguments"
+
+
+class AnnotationError(KioskError, ValueError):
+    "An annotation was asked for with invalid arguments, or does not exist"
+
+
+class ImportFileError(KioskError, ValueError):
+    "An import file has bad rows, or conflicts with the database; nothing was imported"

@@ -22,7 +22,6 @@ import csv
 import hashlib
 import io
 import re
-import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -31,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from kiosk.exc import KioskError
+from kiosk.buckets import BUCKET_S
+from kiosk.exc import ImportFileError
 from kiosk.journal import add_journal, local_text
 
 if TYPE_CHECKING:
@@ -42,17 +42,12 @@ SENSOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  #: As in the config
 MAX_ROW_S = 31 * 86400  #: Longest row accepted (a month of totals).
 MAX_COUNT = 1_000_000_000  #: As in the upload protocol.
 MAX_SHOWN = 50  #: Problems listed before "… and N more".
-BUCKET_S = 900  #: kiosk.store.BUCKET_S (not imported: the CLI loads SQLite only when needed).
 
 
 def iso_utc(ts: float) -> str:
     from kiosk.periods import iso_utc
 
     return iso_utc(ts)
-
-
-class ImportFileError(KioskError, ValueError):
-    "An import file has bad rows, or conflicts with the database; nothing was imported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +212,6 @@ def plan(store: Store, rows: list[Row], *, replace_imported: bool, tz: ZoneInfo,
     new: list[Row] = []
     unchanged: list[Row] = []
     replaced: dict[tuple[str, int], tuple[int, int]] = {}
-    conn = store.conn
     by_sensor: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         by_sensor[r.sensor_id].append(r)
@@ -232,17 +226,9 @@ def plan(store: Store, rows: list[Row], *, replace_imported: bool, tz: ZoneInfo,
     runs = store.runs(min(r.start for r in rows), max(r.end for r in rows)) if rows else []
     for sid, rs in by_sensor.items():
         lo, hi = min(r.start for r in rs), max(r.end for r in rs)
-        counted = [s for (s,) in conn.execute(
-            "SELECT start FROM counts WHERE sensor_id = ? AND import_id IS NULL"
-            " AND start >= ? AND start < ? ORDER BY start", (sid, lo, hi))]
-        first = conn.execute("SELECT min(start) FROM counts WHERE sensor_id = ? AND import_id IS NULL",
-                             (sid,)).fetchone()[0]
-        imported = conn.execute(
-            "SELECT r.start, r.end, r.import_id, c.in_count, c.out_count, i.upload"
-            " FROM import_rows r JOIN imports i ON i.id = r.import_id"
-            " LEFT JOIN counts c ON c.sensor_id = r.sensor_id AND c.start = r.start"
-            " WHERE r.sensor_id = ? AND r.start < ? AND r.end > ? ORDER BY r.start",
-            (sid, hi, lo)).fetchall()
+        counted = store.counted_starts(sid, lo, hi)
+        first = store.first_counted(sid)
+        imported = store.import_rows_overlapping(sid, lo, hi)
         for r in rs:
             if upload_period_s and r.start // upload_period_s != (r.end - 1) // upload_period_s:
                 problems.append((r.line, f"line {r.line}: {_span(r)} does not fit one "
@@ -313,16 +299,7 @@ class Result:
 
 def previous_import(store: Store, sha256: str) -> dict[str, Any] | None:
     """The earlier import of a file with this content (not undone), if any."""
-    try:
-        cur = store.conn.execute(
-            "SELECT id, file, imported_at, rows, upload FROM imports"
-            " WHERE sha256 = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1", (sha256,))
-    except sqlite3.OperationalError:  # a database from before imports (read-only, not migrated)
-        return None
-    row = cur.fetchone()
-    if row is None:
-        return None
-    return dict(zip(("id", "file", "imported_at", "rows", "upload"), row, strict=True))
+    return store.previous_import(sha256)
 
 
 def import_file(store: Store, path: str, *, tz: ZoneInfo, upload: bool = False,
@@ -351,6 +328,8 @@ def import_file(store: Store, path: str, *, tz: ZoneInfo, upload: bool = False,
         if problems:
             _raise(path, problems, rows=lines)
         return Result(None, p)  # a dry run
+    from kiosk.store.staff import drop_imported_row, insert_import, insert_imported_rows
+
     # Checked and written in one short BEGIN IMMEDIATE transaction: the daemon waits at most
     # this long to flush (it retries, and keeps counting in memory meanwhile).
     with store.write() as conn:
@@ -364,24 +343,13 @@ def import_file(store: Store, path: str, *, tz: ZoneInfo, upload: bool = False,
         # the extent of every bucket this import changes (for the uploader's rescan)
         lo = min([r.start for r in rows] + [x[1] for x in p.replaced])
         hi = max([r.end for r in rows] + [x[2] for x in p.replaced])
-        cur = conn.execute(
-            "INSERT INTO imports (file, sha256, imported_at, rows, upload, first_start, last_end,"
-            " sensors, replaced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (str(Path(path).resolve()), sha, now, len(written), int(upload),
-             lo, hi, ",".join(sensors),
-             len(p.replaced)))
-        import_id = int(cur.lastrowid)
+        import_id = insert_import(conn, file=str(Path(path).resolve()), sha256=sha, now=now,
+                                  rows=len(written), upload=upload, first_start=lo, last_end=hi,
+                                  sensors=sensors, replaced=len(p.replaced))
         for sid, start, _end, _old in p.replaced:
-            conn.execute("DELETE FROM counts WHERE sensor_id = ? AND start = ?"
-                         " AND import_id IS NOT NULL", (sid, start))
-            conn.execute("DELETE FROM import_rows WHERE sensor_id = ? AND start = ?", (sid, start))
-        conn.executemany(
-            "INSERT INTO counts (sensor_id, start, in_count, out_count, updated_at, import_id)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [(r.sensor_id, r.start, r.in_count, r.out_count, now, import_id) for r in written])
-        conn.executemany(
-            "INSERT INTO import_rows (sensor_id, start, end, import_id) VALUES (?, ?, ?, ?)",
-            [(r.sensor_id, r.start, r.end, import_id) for r in written])
+            drop_imported_row(conn, sid, start)
+        insert_imported_rows(conn, import_id, now, [
+            (r.sensor_id, r.start, r.end, r.in_count, r.out_count) for r in written])
         add_journal(conn, "INFO", "import", import_summary(Path(path).name, p, import_id, upload, tz),
                     now=now)
     return Result(import_id, p)
@@ -413,16 +381,16 @@ def import_summary(name: str, p: Plan, import_id: int | None, upload: bool, tz: 
 
 def undo(store: Store, import_id: int, *, tz: ZoneInfo, now: float | None = None) -> int:
     """Remove the counts an import wrote (those not replaced since); returns how many."""
+    from kiosk.store.staff import import_file_and_undone, undo_import_rows
+
     now = time.time() if now is None else now
     with store.write() as conn:
-        row = conn.execute("SELECT file, undone_at FROM imports WHERE id = ?", (import_id,)).fetchone()
+        row = import_file_and_undone(conn, import_id)
         if row is None:
             raise ImportFileError(f"there is no import #{import_id}; see `kiosk import --list`")
         if row[1] is not None:
             raise ImportFileError(f"import #{import_id} was already undone on {local_text(row[1], tz)}")
-        n = conn.execute("DELETE FROM counts WHERE import_id = ?", (import_id,)).rowcount
-        conn.execute("DELETE FROM import_rows WHERE import_id = ?", (import_id,))
-        conn.execute("UPDATE imports SET undone_at = ? WHERE id = ?", (now, import_id))
+        n = undo_import_rows(conn, import_id, now)
         add_journal(conn, "INFO", "import", f"undid import #{import_id} ({Path(row[0]).name}): "
                                             f"removed {n} imported row(s)", now=now)
     return n
@@ -430,28 +398,14 @@ def undo(store: Store, import_id: int, *, tz: ZoneInfo, now: float | None = None
 
 def imports(store: Store) -> list[dict[str, Any]]:
     """Every import, oldest first (``rows_left``: its rows not replaced or undone)."""
-    try:
-        cur = store.conn.execute(
-            "SELECT i.id, i.file, i.sha256, i.imported_at, i.rows, i.upload, i.first_start,"
-            " i.last_end, i.sensors, i.replaced, i.undone_at,"
-            " (SELECT count(*) FROM import_rows r WHERE r.import_id = i.id) AS rows_left"
-            " FROM imports i ORDER BY i.id")
-    except sqlite3.OperationalError:  # not migrated yet
-        return []
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return store.import_list()
 
 
 # -- for the uploader and reports ------------------------------------------------------------------
 
 def imported_ranges(store: Store) -> list[tuple[str, int, int, bool]]:
     """(sensor_id, start, end, upload) of every imported row, sorted."""
-    try:
-        return [(s, a, b, bool(u)) for s, a, b, u in store.conn.execute(
-            "SELECT r.sensor_id, r.start, r.end, i.upload FROM import_rows r"
-            " JOIN imports i ON i.id = r.import_id ORDER BY r.sensor_id, r.start")]
-    except sqlite3.OperationalError:  # not migrated yet
-        return []
+    return store.imported_ranges()
 
 
 def uploadable(store: Store, totals: list) -> list:
@@ -464,19 +418,13 @@ def uploadable(store: Store, totals: list) -> list:
     """
     if not totals:
         return totals
-    try:
-        if store.conn.execute("SELECT 1 FROM imports LIMIT 1").fetchone() is None:
-            return totals
-        lo, hi = min(t.start for t in totals), max(t.end for t in totals)
-        rows = store.conn.execute(
-            "SELECT c.sensor_id, c.start, c.in_count, c.out_count, im.upload FROM counts c"
-            " JOIN imports im ON im.id = c.import_id WHERE c.import_id IS NOT NULL"
-            " AND c.start >= ? AND c.start < ? ORDER BY c.sensor_id, c.start", (lo, hi)).fetchall()
-    except sqlite3.OperationalError:  # a database from before imports existed
+    lo, hi = min(t.start for t in totals), max(t.end for t in totals)
+    rows = store.imported_counts(lo, hi)
+    if rows is None:
         return totals
     imported: dict[str, list[tuple[int, int, int, bool]]] = defaultdict(list)
     for sid, start, i, o, up in rows:
-        imported[sid].append((start, i, o, bool(up)))
+        imported[sid].append((start, i, o, up))
     out = []
     for t in totals:
         mine = [(i, o, up) for s, i, o, up in imported.get(t.sensor_id, ()) if t.start <= s < t.end]

@@ -64,9 +64,10 @@ def local_text(ts: float, tz: ZoneInfo, *, seconds: bool = True) -> str:
 
 def add_journal(conn: Any, level: str, kind: str, message: str, *, now: float,
                 sensor_id: str | None = None) -> None:
-    """Append one journal line inside the caller's write transaction."""
-    conn.execute("INSERT INTO journal (ts, level, kind, sensor_id, message) VALUES (?, ?, ?, ?, ?)",
-                 (now, level, kind, sensor_id, message))
+    """Append one journal line inside the caller's write transaction (``now``: UTC s)."""
+    from kiosk.store.journal import JournalEntry, insert_journal
+
+    insert_journal(conn, [JournalEntry(now, level, kind, message, sensor_id)])
 
 
 # -- reading the journal ---------------------------------------------------------------------
@@ -79,33 +80,12 @@ def query(store: Store, *, since: float, until: float | None = None, min_level: 
     At most ``limit`` (the newest ones; None or 0: all).  Returns (entries, how many
     matched in all).  ``min_level`` is a level name: that level and more severe ones.
     """
-    where = ["ts >= ?"]
-    params: list[Any] = [since]
-    if until is not None:
-        where.append("ts < ?")
-        params.append(until)
+    levels: list[str] = []
     if min_level:
         floor = LEVELS[min_level.upper()]
-        names = [n for n, v in LEVELS.items() if v >= floor]
-        where.append(f"upper(level) IN ({', '.join('?' * len(names))})")
-        params += names
-    if sensors:
-        where.append(f"sensor_id IN ({', '.join('?' * len(sensors))})")
-        params += list(sensors)
-    if kinds:
-        where.append(f"kind IN ({', '.join('?' * len(kinds))})")
-        params += list(kinds)
-    cond = " AND ".join(where)
-    total = store.conn.execute(f"SELECT count(*) FROM journal WHERE {cond}", params).fetchone()[0]
-    sql = (f"SELECT id, ts, level, kind, sensor_id, message FROM journal WHERE {cond}"
-           " ORDER BY ts DESC, id DESC")
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    cur = store.conn.execute(sql, params)
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    rows.reverse()
-    return rows, int(total)
+        levels = [n for n, v in LEVELS.items() if v >= floor]
+    return store.query_journal(since=since, until=until, levels=levels, sensors=sensors,
+                               kinds=kinds, limit=limit)
 
 
 def format_text(entries: Sequence[dict[str, Any]], tz: ZoneInfo) -> str:

@@ -12,10 +12,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from kiosk.exc import ExportError
-from kiosk.store import Store
+
+if TYPE_CHECKING:  # SQLite loads only when a command reads the database (fast --help)
+    from kiosk.store import Store
 
 PERIODS = {"15m": 900, "30m": 1800, "1h": 3600, "1d": 86400}
 UTC = UTC

@@ -14,9 +14,7 @@ from kiosk.store import Store, pid_alive
 def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) -> dict[str, Any]:
     """Everything ``kiosk status`` shows, as a JSON-able dict (times as local ISO strings)."""
     daemon = store.meta("daemon") or {}
-    runs = store.conn.execute(
-        "SELECT started_at, last_seen, stopped_at, stop_reason FROM runs ORDER BY id DESC LIMIT 1"
-    ).fetchone()
+    runs = store.last_run()
     last_seen = runs[1] if runs else None
     stopped = runs[2] is not None if runs else True
     heartbeat = float(daemon.get("heartbeat_s", 30)) / min(float(daemon.get("speed", 1)), 60)
@@ -82,13 +80,10 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
 
 def _upload_info(store: Store, tz: ZoneInfo, config: Config | None) -> dict[str, Any] | None:
     """Last success, next attempt, backlog, last error and pause state of uploads."""
-    if not store.db["uploads"].exists():
+    if not store.has_outbox():
         return None
     state = store.meta("upload") or {}
-    pending, oldest = store.conn.execute(
-        "SELECT count(*), min(start) FROM uploads WHERE state = 'pending'").fetchone()
-    sent, quarantined = store.conn.execute(
-        "SELECT sum(state = 'sent'), sum(state = 'quarantined') FROM uploads").fetchone()
+    backlog = store.backlog()
     configured = config.upload is not None if config else None
     if configured is False and not state:
         return {"configured": False}
@@ -100,10 +95,10 @@ def _upload_info(store: Store, tz: ZoneInfo, config: Config | None) -> dict[str,
         "paused": bool(state.get("paused")),
         "last_error": state.get("last_error"),
         "last_error_at": _local(state.get("last_error_at"), tz),
-        "backlog_periods": pending,
-        "oldest_unsent": _local(oldest, tz),
-        "sent_periods": sent or 0,
-        "quarantined_periods": quarantined or 0,
+        "backlog_periods": backlog.pending,
+        "oldest_unsent": _local(backlog.oldest, tz),
+        "sent_periods": backlog.sent,
+        "quarantined_periods": backlog.quarantined,
     }
 
 

@@ -272,8 +272,7 @@ def _list_or_undo(config_path: str | None, db_path: str | None, undo_id: int | N
         store, tz, _cfg = open_store(config_path, db_path, write=True, create=False)
         with store:
             n = undo(store, undo_id, tz=tz)
-            uploaded = store.conn.execute("SELECT upload FROM imports WHERE id = ?",
-                                          (undo_id,)).fetchone()[0]
+            uploaded = store.import_uploaded(undo_id)
         click.echo(f"import #{undo_id} undone: removed {n} imported row(s)")
         if uploaded:
             click.echo("note: totals already sent stay on the statistics server; the protocol "

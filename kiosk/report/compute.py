@@ -35,12 +35,15 @@ import re
 import time as _time
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from kiosk.exc import ExportError
 from kiosk.periods import iso_local, local_midnight
-from kiosk.store import BUCKET_S, Store
+
+if TYPE_CHECKING:  # SQLite loads only when a report runs (fast --help)
+    from kiosk.store import Store
+from kiosk.buckets import BUCKET_S
 
 SPANS = ("day", "week", "month", "year")
 VISITS = ("in", "in+out/2")
@@ -168,11 +171,12 @@ def _offset(ts: float, tz: ZoneInfo) -> int:
 # -- reading the database --------------------------------------------------------------------
 
 class _Reader:
-    """The SQL side: sums per (sensor, local day) or (sensor, local hour slot)."""
+    """The database side (SQL in kiosk.store.counts): sums per (sensor, local day) or
+    (sensor, local hour slot)."""
 
     def __init__(self, store: Store, sensors: Sequence[str], visits: str, tz: ZoneInfo) -> None:
         self.store, self.sensors, self.tz = store, list(sensors), tz
-        self.units = "in_count" if visits == "in" else "(in_count + out_count)"
+        self.visits_kind = visits  #: ``in`` or ``in+out/2``: what the SQL sums (units)
         self.div = 1 if visits == "in" else 2
         self.in_out = [0, 0]
 
@@ -199,9 +203,6 @@ class _Reader:
             t = end
         return [(a, b, off) for a, b, off in out]
 
-    def _where(self) -> tuple[str, list[Any]]:
-        return f"sensor_id IN ({', '.join('?' * len(self.sensors))})", list(self.sensors)
-
     def by_day(self, lo: int, hi: int) -> tuple[dict[tuple[str, date], int], dict[date, int]]:
         """Units per (sensor, local date) and bucket rows per local date in [lo, hi)."""
         units: dict[tuple[str, date], int] = {}
@@ -209,13 +210,9 @@ class _Reader:
         self.in_out = [0, 0]  # raw in and out of the last call, for the record
         if not self.sensors:
             return units, rows
-        where, params = self._where()
         for a, b, off in self.intervals(lo, hi):
-            for sid, ld, u, i, o, n in self.store.conn.execute(
-                    f"SELECT sensor_id, (start + ?) / 86400 AS ld, sum({self.units}),"
-                    f" sum(in_count), sum(out_count), count(*)"
-                    f" FROM counts WHERE {where} AND start >= ? AND start < ?"
-                    f" GROUP BY sensor_id, ld", [off, *params, a, b]):
+            for sid, ld, u, i, o, n in self.store.sums_by_local_day(
+                    self.visits_kind, self.sensors, a, b, off):
                 d = date.fromordinal(_EPOCH + ld)
                 units[sid, d] = units.get((sid, d), 0) + int(u)
                 rows[d] = rows.get(d, 0) + n
@@ -229,12 +226,9 @@ class _Reader:
         rows: dict[int, int] = {}
         if not self.sensors:
             return units, rows
-        where, params = self._where()
         for a, b, off in self.intervals(lo, hi):
-            for sid, lh, u, n in self.store.conn.execute(
-                    f"SELECT sensor_id, (start + ?) / 3600 AS lh, sum({self.units}), count(*)"
-                    f" FROM counts WHERE {where} AND start >= ? AND start < ?"
-                    f" GROUP BY sensor_id, lh", [off, *params, a, b]):
+            for sid, lh, u, n in self.store.sums_by_local_hour(
+                    self.visits_kind, self.sensors, a, b, off):
                 slot = max(a, lh * 3600 - off)
                 units[sid, slot] = units.get((sid, slot), 0) + int(u)
                 rows[slot] = rows.get(slot, 0) + n
@@ -244,13 +238,9 @@ class _Reader:
         """(UTC start of the local hour slot, units) with the most site visits; earliest wins."""
         if not self.sensors:
             return None
-        where, params = self._where()
         best: tuple[int, int] | None = None
         for a, b, off in self.intervals(lo, hi):
-            row = self.store.conn.execute(
-                f"SELECT (start + ?) / 3600 AS lh, sum({self.units}) AS u FROM counts"
-                f" WHERE {where} AND start >= ? AND start < ? GROUP BY lh"
-                f" ORDER BY u DESC, lh LIMIT 1", [off, *params, a, b]).fetchone()
+            row = self.store.busiest_local_hour(self.visits_kind, self.sensors, a, b, off)
             if row and row[1] and (best is None or row[1] > best[1]):
                 best = (max(a, row[0] * 3600 - off), int(row[1]))
         return best
@@ -285,13 +275,8 @@ class _Coverage:
 def _annotations(store: Store, lo: float, hi: float, sensors: Sequence[str],
                  tz: ZoneInfo) -> list[dict[str, Any]]:
     """Rows of the ``annotations`` table (if there is one) overlapping [lo, hi)."""
-    if not store.db["annotations"].exists():
-        return []
-    cur = store.conn.execute("SELECT * FROM annotations")
-    names = [d[0] for d in cur.description]
     out = []
-    for raw in cur.fetchall():
-        r = dict(zip(names, raw, strict=True))
+    for r in store.annotation_rows():
         if r.get("deleted_at") is not None:  # withdrawn annotations are kept, not shown
             continue
         start, end = _when(r.get("start"), tz), _when(r.get("end"), tz)
