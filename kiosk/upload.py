@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -42,7 +43,8 @@ from kiosk.config import Config, UploadConfig
 from kiosk.exc import UploadError
 from kiosk.importer import uploadable
 from kiosk.periods import PERIODS, iso_local, iso_utc, totals
-from kiosk.store import Store, pid_alive
+from kiosk.store import JournalEntry, OutboxRow, Store, pid_alive
+from kiosk.store.outbox import merge_total
 
 log = logging.getLogger("kiosk.upload")
 
@@ -58,27 +60,41 @@ MIN_COVERAGE = 0.0001
 _PERIOD_NAMES = {v: k for k, v in PERIODS.items()}
 
 
+class UploadOutcome(StrEnum):
+    """What became of a request (a StrEnum: compares equal to its plain string)."""
+
+    OK = "ok"  #: 2xx: its totals are sent
+    RETRY = "retry"  #: transient (network, timeout, 408/409/425/429, 5xx): back off, resend
+    SPLIT = "split"  #: 413: the batch is too large, send it in halves
+    QUARANTINE = "quarantine"  #: 400/422 naming totals: bisect down to them, set them aside
+    PAUSE = "pause"  #: our configuration is wrong (401, 403, 404, 3xx, TLS): keep, retry slowly
+
+
 @dataclass
 class Outcome:
-    """What one request achieved: ``kind`` is ok, retry, split, quarantine or pause."""
+    """What one request achieved (``retry_after`` in clock seconds)."""
 
-    kind: str
+    kind: UploadOutcome
     status: int | None
     message: str
     retry_after: float | None = None
 
+    def __post_init__(self) -> None:
+        self.kind = UploadOutcome(self.kind)  # a plain string is accepted too
 
-def classify(status: int) -> str:
+
+def classify(status: int) -> UploadOutcome:
     """The client's reaction to an HTTP status code."""
     if 200 <= status < 300:
-        return "ok"
+        return UploadOutcome.OK
     if status == 413:
-        return "split"
+        return UploadOutcome.SPLIT
     if status in (400, 422):
-        return "quarantine"
+        return UploadOutcome.QUARANTINE
     if status in (408, 409, 425, 429) or status >= 500:
-        return "retry"
-    return "pause"  # 401, 403, 404, 405, 3xx …: our configuration is wrong; keep everything
+        return UploadOutcome.RETRY
+    # 401, 403, 404, 405, 3xx …: our configuration is wrong; keep everything
+    return UploadOutcome.PAUSE
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
@@ -197,27 +213,22 @@ class Uploader:
 
     def journal(self, level: str, message: str, kind: str = "upload") -> None:
         log.log(getattr(logging, level), "%s", message)
-        with self.store.write() as conn:
-            conn.execute("INSERT INTO journal (ts, level, kind, sensor_id, message)"
-                         " VALUES (?, ?, ?, NULL, ?)", (self.clock.now(), level, kind, message))
+        self.store.add_journal(JournalEntry(self.clock.now(), level, kind, message))
 
     # -- scanning: closed periods into the outbox -------------------------------------------------
 
     def closed_until(self, now: float) -> float:
         """Periods ending at or before this UTC second are closed and flushed."""
         limit = now - self.up.grace_s
-        row = None
+        seen = None
         if self.live_run_id is not None:
-            row = self.store.conn.execute("SELECT last_seen FROM runs WHERE id = ?",
-                                          (self.live_run_id,)).fetchone()
+            seen = self.store.run_last_seen(self.live_run_id)
         else:
             daemon = self.store.meta("daemon") or {}
             if daemon.get("run_id") and pid_alive(daemon.get("pid")):
-                row = self.store.conn.execute(
-                    "SELECT last_seen FROM runs WHERE id = ? AND stopped_at IS NULL",
-                    (daemon["run_id"],)).fetchone()
-        if row is not None:
-            limit = min(limit, row[0])
+                seen = self.store.run_last_seen(daemon["run_id"], open_only=True)
+        if seen is not None:
+            limit = min(limit, seen)
         return limit
 
     def scan(self, now: float) -> int:
@@ -226,23 +237,19 @@ class Uploader:
         frontier = self.store.meta("upload_frontier")
         last_scan = self.store.meta("upload_scanned_at", 0.0)
         if frontier is None:
-            first = self.store.conn.execute("SELECT min(started_at) FROM runs").fetchone()[0]
-            lowest = self.store.conn.execute("SELECT min(start) FROM counts").fetchone()[0]
-            candidates = [x for x in (first, lowest) if x is not None]
-            if not candidates:
+            first = self.store.first_activity()
+            if first is None:
                 return 0
-            frontier = int(min(candidates) // self.period_s) * self.period_s
+            frontier = int(first // self.period_s) * self.period_s
         scan_started = self.clock.now()
         name = _PERIOD_NAMES[self.period_s]
         found = []
         if until > frontier:
             found += totals(self.store, frontier, until, name, self.tz)
         # counts that changed after their period had been scanned (late flushes, imports)
-        late = self.store.conn.execute(
-            "SELECT DISTINCT (start / ?) * ? FROM counts WHERE updated_at > ? AND start < ?",
-            (self.period_s, self.period_s, last_scan, min(frontier, until)),
-        ).fetchall()
-        for (start,) in late:
+        late = self.store.changed_periods(self.period_s, since=last_scan,
+                                          before=min(frontier, until))
+        for start in late:
             found += totals(self.store, start, start + self.period_s, name, self.tz)
         # staff marks and imports made or undone since the last scan change flags or counts
         for _sid, a, b in changed_ranges(self.store, last_scan):
@@ -262,40 +269,19 @@ class Uploader:
                 cov = max(t.coverage, MIN_COVERAGE)
                 flags = flags_for(self.store, t.sensor_id, t.start, t.end, for_upload=True)
                 fj = json.dumps(flags) if flags else None
-                row = conn.execute(
-                    "SELECT in_count, out_count, coverage, revision, state, attempted, flags"
-                    " FROM uploads WHERE sensor_id = ? AND start = ?",
-                    (t.sensor_id, t.start)).fetchone()
-                if row is None:
-                    conn.execute(
-                        "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
-                        " revision, state, flags) VALUES (?, ?, ?, ?, ?, ?, 1, 'pending', ?)",
-                        (t.sensor_id, t.start, t.end, t.in_count, t.out_count, cov, fj))
-                    changed += 1
-                    continue
-                if (row[0], row[1], round(row[2], 4), row[6]) == (
-                        t.in_count, t.out_count, round(cov, 4), fj):
-                    continue
                 # a revision that may have reached the server is never changed in place
-                bump = 1 if (row[4] == "sent" or row[5]) else 0
-                conn.execute(
-                    "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?, flags = ?,"
-                    " revision = revision + ?, attempted = CASE WHEN ? THEN 0 ELSE attempted END,"
-                    " state = CASE WHEN state = 'quarantined' THEN state ELSE 'pending' END"
-                    " WHERE sensor_id = ? AND start = ?",
-                    (t.in_count, t.out_count, cov, fj, bump, bump, t.sensor_id, t.start))
-                changed += 1
+                changed += merge_total(conn, sensor_id=t.sensor_id, start=t.start, end=t.end,
+                                       in_count=t.in_count, out_count=t.out_count, coverage=cov,
+                                       flags=fj)
         return changed
 
     # -- building requests ------------------------------------------------------------------------
 
     def backlog(self) -> dict[str, Any]:
-        row = self.store.conn.execute(
-            "SELECT count(*), min(start) FROM uploads WHERE state = 'pending'").fetchone()
-        q = self.store.conn.execute(
-            "SELECT count(*) FROM uploads WHERE state = 'quarantined'").fetchone()[0]
-        return {"periods": row[0], "oldest": iso_utc(row[1]) if row[1] is not None else None,
-                "quarantined": q}
+        """Pending periods, the oldest pending start (ISO UTC or None) and quarantined ones."""
+        b = self.store.backlog()
+        return {"periods": b.pending, "oldest": iso_utc(b.oldest) if b.oldest is not None
+                else None, "quarantined": b.quarantined}
 
     def health(self) -> dict[str, Any]:
         b = self.backlog()
@@ -325,13 +311,12 @@ class Uploader:
             "sensors": sensors,
         }
 
-    def _body(self, items: list[tuple]) -> bytes:
+    def _body(self, items: list[OutboxRow]) -> bytes:
         flags = {}
-        for sid, start, *_rest in items:
-            row = self.store.conn.execute("SELECT flags FROM uploads WHERE sensor_id = ? AND"
-                                          " start = ?", (sid, start)).fetchone()
-            if row and row[0]:
-                flags[(sid, start)] = json.loads(row[0])
+        for r in items:
+            stored = self.store.outbox_flags(r.sensor_id, r.start)
+            if stored:
+                flags[(r.sensor_id, r.start)] = stored
         body = {
             "schema": SCHEMA,
             "device_id": self.config.device.id,
@@ -349,23 +334,13 @@ class Uploader:
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
-    def _new_request(self, items: list[tuple]) -> int:
+    def _new_request(self, items: list[OutboxRow]) -> int:
         body = self._body(items)
-        key = hashlib.sha256(body).hexdigest()
-        refs = json.dumps([[sid, start, rev] for sid, start, _e, _i, _o, _c, rev in items])
-        with self.store.write() as conn:
-            cur = conn.execute(
-                "INSERT INTO upload_requests (key, body, items, created_at) VALUES (?, ?, ?, ?)",
-                (key, body, refs, self.clock.now()))
-            conn.executemany(
-                "UPDATE uploads SET attempted = 1 WHERE sensor_id = ? AND start = ? AND revision = ?",
-                [(sid, start, rev) for sid, start, _e, _i, _o, _c, rev in items])
-            return int(cur.lastrowid)
+        return self.store.store_request(key=hashlib.sha256(body).hexdigest(), body=body,
+                                        items=items, now=self.clock.now())
 
-    def _next_items(self, limit: int) -> list[tuple]:
-        return self.store.conn.execute(
-            "SELECT sensor_id, start, end, in_count, out_count, coverage, revision FROM uploads"
-            " WHERE state = 'pending' ORDER BY start, sensor_id LIMIT ?", (limit,)).fetchall()
+    def _next_items(self, limit: int) -> list[OutboxRow]:
+        return self.store.pending_totals(limit)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -385,7 +360,7 @@ class Uploader:
         try:
             token = read_token(self.up.token_file)
         except UploadError as e:
-            return Outcome("pause", None, str(e))
+            return Outcome(UploadOutcome.PAUSE, None, str(e))
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}",
                    "Idempotency-Key": key, "User-Agent": f"kiosk/{__version__}"}
         verify: Any = self.up.ca_file or True
@@ -395,22 +370,22 @@ class Uploader:
                                   allow_redirects=False)
         except requests.exceptions.SSLError as e:
             if not clock_synchronized():
-                return Outcome("retry", None, f"TLS failed while the clock is not synchronized "
+                return Outcome(UploadOutcome.RETRY, None, f"TLS failed while the clock is not synchronized "
                                               f"(certificate not yet valid?): {_short(e)}")
-            return Outcome("pause", None, f"TLS verification failed: {_short(e)}; check the "
+            return Outcome(UploadOutcome.PAUSE, None, f"TLS verification failed: {_short(e)}; check the "
                                           f"server certificate or [upload] ca_file")
         except requests.exceptions.Timeout:
-            return Outcome("retry", None, f"no answer within {self.up.timeout_s:g} s")
+            return Outcome(UploadOutcome.RETRY, None, f"no answer within {self.up.timeout_s:g} s")
         except requests.exceptions.RequestException as e:
-            return Outcome("retry", None, f"cannot reach the server: {_short(e, token)}")
+            return Outcome(UploadOutcome.RETRY, None, f"cannot reach the server: {_short(e, token)}")
         kind = classify(r.status_code)
-        if kind == "quarantine" and not _names_totals(r):
-            kind = "pause"  # an envelope, health or header fault: it would repeat for every total
+        if kind == UploadOutcome.QUARANTINE and not _names_totals(r):
+            kind = UploadOutcome.PAUSE  # an envelope, health or header fault: it would repeat for every total
         text = f"HTTP {r.status_code}"
         detail = _error_text(r, token)
         if detail:
             text += f": {detail}"
-        if kind == "pause":
+        if kind == UploadOutcome.PAUSE:
             hints = {401: "the token was refused; check token_file", 403: "the token is not "
                      "allowed for this device", 404: "wrong [upload] url",
                      400: "the server refused the request as a whole, not a total",
@@ -428,8 +403,7 @@ class Uploader:
         self.scan(now)
         sent = 0
         for _ in range(MAX_REQUESTS_PER_CYCLE):
-            req = self.store.conn.execute(
-                "SELECT id, key, body, items FROM upload_requests ORDER BY id LIMIT 1").fetchone()
+            req = self.store.next_request()
             if req is None:
                 items = self._next_items(self.batch_limit)
                 if not items:
@@ -437,13 +411,13 @@ class Uploader:
                 self._new_request(items)
                 continue
             outcome = self._send_stored(*req)
-            if outcome.kind in ("retry", "pause"):
+            if outcome.kind in (UploadOutcome.RETRY, UploadOutcome.PAUSE):
                 return self._failed(outcome)
             sent += 1
         if sent == 0 and (health_due or self._health_overdue(now)):
             body = self._body([])
             outcome = self.post(body, hashlib.sha256(body).hexdigest())
-            if outcome.kind != "ok":
+            if outcome.kind != UploadOutcome.OK:
                 return self._failed(outcome)
             self._succeeded(0, health_only=True)
         return None
@@ -453,30 +427,22 @@ class Uploader:
 
     def _send_stored(self, req_id: int, key: str, body: bytes, items_json: str) -> Outcome:
         items = [tuple(x) for x in json.loads(items_json)]
-        with self.store.write() as conn:
-            conn.execute("UPDATE upload_requests SET attempts = attempts + 1 WHERE id = ?",
-                         (req_id,))
+        self.store.count_attempt(req_id)
         t0 = time.monotonic()
         outcome = self.post(bytes(body), key)
         took = time.monotonic() - t0
-        if outcome.kind == "ok":
-            with self.store.write() as conn:
-                conn.executemany(
-                    "UPDATE uploads SET state = 'sent', sent_at = ?, error = NULL"
-                    " WHERE sensor_id = ? AND start = ? AND revision = ?",
-                    [(self.clock.now(), sid, start, rev) for sid, start, rev in items])
-                conn.execute("DELETE FROM upload_requests WHERE id = ?", (req_id,))
+        if outcome.kind == UploadOutcome.OK:
+            self.store.mark_sent(req_id, items, self.clock.now())
             self._succeeded(len(items), took=took, status=outcome.status, first=items[0])
-        elif outcome.kind in ("split", "quarantine"):
+        elif outcome.kind in (UploadOutcome.SPLIT, UploadOutcome.QUARANTINE):
             self._split_or_quarantine(req_id, items, outcome)
         return outcome
 
     def _split_or_quarantine(self, req_id: int, items: list[tuple], outcome: Outcome) -> None:
         """Replace a refused request by two halves; quarantine a refused single total."""
-        with self.store.write() as conn:
-            conn.execute("DELETE FROM upload_requests WHERE id = ?", (req_id,))
+        self.store.drop_request(req_id)
         if len(items) > 1:
-            if outcome.kind == "split":  # the server's limit: remember it for the backlog
+            if outcome.kind == UploadOutcome.SPLIT:  # the server's limit: remember it for the backlog
                 self.batch_limit = max(1, min(self.batch_limit, len(items) // 2))
             half = (len(items) + 1) // 2
             self.journal("WARNING", f"{outcome.message}; splitting a batch of {len(items)} totals")
@@ -485,20 +451,15 @@ class Uploader:
                 self._new_request([r for r in rows if r is not None])
             return
         ((sid, start, rev),) = items
-        if outcome.kind == "split":  # 413 for a single total: nothing smaller to send
-            outcome = Outcome("quarantine", outcome.status, outcome.message)
-        with self.store.write() as conn:
-            conn.execute("UPDATE uploads SET state = 'quarantined', error = ?"
-                         " WHERE sensor_id = ? AND start = ? AND revision = ?",
-                         (outcome.message, sid, start, rev))
+        if outcome.kind == UploadOutcome.SPLIT:  # 413 for a single total: nothing smaller to send
+            outcome = Outcome(UploadOutcome.QUARANTINE, outcome.status, outcome.message)
+        self.store.quarantine(sid, start, rev, outcome.message)
         self.journal("ERROR", f"quarantined {sid} {iso_utc(start)} revision {rev}: "
                               f"{outcome.message}; kept, see `kiosk sync --list-quarantined`",
                      kind="quarantine")
 
-    def _row(self, sid: str, start: int) -> tuple | None:
-        return self.store.conn.execute(
-            "SELECT sensor_id, start, end, in_count, out_count, coverage, revision FROM uploads"
-            " WHERE sensor_id = ? AND start = ?", (sid, start)).fetchone()
+    def _row(self, sid: str, start: int) -> OutboxRow | None:
+        return self.store.outbox_row(sid, start)
 
     def _succeeded(self, n: int, *, took: float = 0.0, status: int | None = None,
                    first: tuple | None = None, health_only: bool = False) -> None:
@@ -515,7 +476,7 @@ class Uploader:
 
     def _failed(self, outcome: Outcome) -> Outcome:
         failures = int(self.state.get("failures", 0)) + 1
-        paused = outcome.kind == "pause"
+        paused = outcome.kind == UploadOutcome.PAUSE
         if paused:
             delay = self.up.max_backoff_s
         else:
@@ -541,18 +502,14 @@ class Uploader:
     # -- quarantine -----------------------------------------------------------------------------
 
     def quarantined(self) -> list[dict[str, Any]]:
-        cur = self.store.conn.execute(
-            "SELECT sensor_id, start, end, in_count, out_count, coverage, revision, error"
-            " FROM uploads WHERE state = 'quarantined' ORDER BY start, sensor_id")
-        return [{"sensor_id": s, "start": iso_utc(a), "end": iso_utc(b), "in": i, "out": o,
-                 "coverage": c, "revision": r, "error": e} for s, a, b, i, o, c, r, e in cur]
+        """Every quarantined total (times ISO UTC) with the server's error."""
+        return [{"sensor_id": r.sensor_id, "start": iso_utc(r.start), "end": iso_utc(r.end),
+                 "in": r.in_count, "out": r.out_count, "coverage": r.coverage,
+                 "revision": r.revision, "error": e} for r, e in self.store.quarantined_totals()]
 
     def retry_quarantined(self) -> int:
         """Put quarantined totals back in the outbox (as a new revision); returns how many."""
-        with self.store.write() as conn:
-            n = conn.execute(
-                "UPDATE uploads SET state = 'pending', revision = revision + attempted,"
-                " attempted = 0, error = NULL WHERE state = 'quarantined'").rowcount
+        n = self.store.requeue_quarantined()
         if n:
             self.journal("INFO", f"{n} quarantined total(s) queued again", kind="quarantine")
         return n
@@ -608,12 +565,12 @@ class UploadService:
 
     def _cycle(self) -> Outcome | None:
         if not self.lock.acquire(timeout=0.5):
-            return Outcome("retry", None, "another upload (kiosk sync) is running", 5.0)
+            return Outcome(UploadOutcome.RETRY, None, "another upload (kiosk sync) is running", 5.0)
         try:
             return self.uploader.cycle()
         except Exception as e:  # never let the thread die: counting goes on regardless
             log.exception("upload cycle failed")
-            return self.uploader._failed(Outcome("retry", None, f"internal error: {e}"))
+            return self.uploader._failed(Outcome(UploadOutcome.RETRY, None, f"internal error: {e}"))
         finally:
             self.lock.release()
 
