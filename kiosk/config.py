@@ -7,13 +7,15 @@ back silently to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,67 +30,339 @@ PERIOD_MINUTES = (15, 30, 60)
 _NUM = (int, float)
 _PIN = (int, str)
 
-# Per-type sensor options: name -> (accepted types, default, description of what is expected).
-_COMMON_GPIO = {
-    "pull_up": (bool, True, "true or false"),
-    "active_high": (bool, None, "true or false"),
-    "min_pulse_ms": (_NUM, 30, "a number of milliseconds ≥ 0"),
-    "holdoff_ms": (_NUM, 50, "a number of milliseconds ≥ 0"),
-    "stuck_after_s": (_NUM, 30, "a number of seconds > 0"),
+
+class _Required:
+    """The default of a key that must be given."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Default of a key that has none (it must be written in the config).
+REQUIRED: Any = _Required()
+
+#: A key check: returns the normalised value, or raises :class:`ValueError` (its text,
+#: if any, is appended to the message as the reason).
+Check = Callable[[Any], Any]
+
+
+class Key(NamedTuple):
+    """One configuration key, written once: the dataclasses, the validator and the
+    sensor constructors all take their type, default and range from here."""
+
+    name: str
+    #: Accepted TOML types (an int is accepted where float is; a boolean never is a number).
+    types: tuple[type, ...]
+    #: The default (:data:`REQUIRED`: must be given; ``None``: absent means "derived").
+    default: Any
+    #: What a valid value looks like, used in "expected …, found …".
+    expected: str
+    #: Range or format check returning the normalised value; ``None``: type check only.
+    check: Check | None = None
+    #: One line of documentation (units, and why the bounds are what they are).
+    doc: str = ""
+
+
+class KeyProblem(NamedTuple):
+    """One refused key: ``text`` is "expected …, found …" or "unknown key …"."""
+
+    key: str
+    text: str
+
+
+def number_check(lo: float, hi: float | None = None, *, lo_open: bool = False) -> Check:
+    """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), returned as float."""
+
+    def check(value: Any) -> float:
+        x = float(value)
+        if not math.isfinite(x) or x < lo or (lo_open and x == lo) or (hi is not None and x > hi):
+            raise ValueError
+        return x
+
+    return check
+
+
+def _num_key(name: str, default: float, unit: str, lo: float, hi: float | None = None, *,
+             lo_open: bool = False, doc: str = "", expected: str = "") -> Key:
+    """A float key of ``unit`` in ``[lo, hi]`` (NaN and infinities are always refused)."""
+    if not expected:
+        expected = f"a number of {unit} {'>' if lo_open else '≥'} {lo:g}"
+        if hi is not None:
+            expected += f" and ≤ {hi:g}"
+    return Key(name, _NUM, default, expected, number_check(lo, hi, lo_open=lo_open), doc)
+
+
+def _int_range(lo: int, hi: int) -> Check:
+    def check(value: Any) -> int:
+        if not lo <= value <= hi:
+            raise ValueError
+        return int(value)
+
+    return check
+
+
+def _one_of(*choices: Any) -> Check:
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError
+        return value
+
+    return check
+
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_ID_EXPECTED = "1-64 letters, digits, '.', '_', ':' or '-'"
+
+
+def _identifier(value: str) -> str:
+    if not _ID_RE.fullmatch(value):
+        raise ValueError
+    return value
+
+
+def check_timezone(value: str) -> str:
+    """An IANA zone name such as ``Europe/Helsinki``; raises :class:`ValueError`."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError("unknown timezone; is the tzdata package installed?") from None
+    return value
+
+
+#: BCM GPIO numbers of a Raspberry Pi's 40-pin header.
+PIN_RANGE = range(0, 28)
+_PIN_RE = re.compile(r"(?:GPIO|BCM)?(\d{1,6})")
+
+
+def normalise_pin(pin: int | str) -> int:
+    """The BCM number of ``pin``: ``17``, ``"17"``, ``"GPIO17"`` and ``"BCM17"`` all give 17.
+
+    The one pin normaliser: the config stores its result (gpiozero reads an int as a
+    BCM number) and detects duplicate pins with it.  Raises :class:`ValueError` for
+    anything else, or a number outside BCM 0–27.
+    """
+    if isinstance(pin, bool):
+        raise ValueError("a boolean is not a pin")
+    if isinstance(pin, int):
+        number = pin
+    elif isinstance(pin, str) and (m := _PIN_RE.fullmatch(pin.strip().upper())):
+        number = int(m.group(1))
+    else:
+        raise ValueError
+    if number not in PIN_RANGE:
+        raise ValueError(f"BCM pins are {PIN_RANGE.start}-{PIN_RANGE.stop - 1}")
+    return number
+
+
+def pin_key(pin: int | str) -> str:
+    """A label for ``pin`` that compares equal for 17, 'GPIO17' and 'BCM17' ("GPIO17").
+
+    Built on :func:`normalise_pin`; a pin it refuses keeps its own (upper-cased) text.
+    """
+    try:
+        return f"GPIO{normalise_pin(pin)}"
+    except ValueError:
+        return str(pin).strip().upper()
+
+
+def _hours(value: str) -> str:
+    from kiosk.sensors.simulated import parse_hours
+
+    parse_hours(value)  # raises ValueError with the reason
+    return value
+
+
+def _keys(*keys: Key) -> dict[str, Key]:
+    return {k.name: k for k in keys}
+
+
+DEVICE_KEYS = _keys(
+    Key("id", (str,), REQUIRED, _ID_EXPECTED, _identifier,
+        "this kiosk's id in uploads, e.g. 'espoo-isoomena-01'"),
+    Key("site", (str,), REQUIRED, _ID_EXPECTED, _identifier,
+        "the site (building) it counts for, e.g. 'iso-omena-service-centre'"),
+    Key("timezone", (str,), DEFAULT_TIMEZONE, "an IANA time zone such as 'Europe/Helsinki'",
+        check_timezone, "zone of local labels and reports (counts are stored in UTC)"),
+)
+STORAGE_KEYS = _keys(
+    Key("path", (str,), "/var/lib/kiosk/counts.db",
+        "a file path such as '/var/lib/kiosk/counts.db'", None, "the SQLite database"),
+    _num_key("flush_interval_s", 2.0, "seconds", 0, 60, lo_open=True,
+             expected="seconds between 0 and 60 (a kill -9 loses at most this much)",
+             doc="seconds between flushes of pending counts to SQLite (0 < s ≤ 60)"),
+    Key("event_retention_days", (int,), 30, "1 to 36500 (whole days)",
+        _int_range(1, 36500), "days to keep the raw per-pulse event log"),
+    Key("journal_retention_days", (int,), 365, "1 to 36500 (whole days)",
+        _int_range(1, 36500), "days to keep the local journal of daemon happenings"),
+)
+UPLOAD_KEYS = _keys(
+    Key("url", (str,), REQUIRED, "an https:// URL", None, "the statistics server's endpoint"),
+    Key("token_file", (str,), REQUIRED, "a path to a file holding the bearer token"),
+    Key("period_minutes", (int,), 60, "15, 30 or 60", _one_of(*PERIOD_MINUTES),
+        "length of an uploaded period, minutes"),
+    _num_key("jitter_s", 300.0, "seconds", 0, 3600,
+             doc="random delay (s) after a period closes before uploading; ≤ 1 h so a "
+                 "period is never sent later than the next one closes"),
+    Key("batch_max", (int,), 200, "1 to 1000 (a whole number)", _int_range(1, 1000),
+        "most totals per request"),
+    _num_key("grace_s", 10.0, "seconds", 0, 3600,
+             doc="seconds after a period ends before it is considered closed (≤ 1 h)"),
+    _num_key("timeout_s", 30.0, "seconds", 0, 600, lo_open=True,
+             doc="connect and read timeout of one request, seconds (≤ 10 min)"),
+    Key("ca_file", (str,), None, "a path to a PEM file of a private CA",
+        None, "private CA; TLS is always verified"),
+    Key("allow_insecure_http", (bool,), False, "true or false", None,
+        "allow plain http:// to hosts other than loopback"),
+    _num_key("max_backoff_s", 3600.0, "seconds", 0, 86400, lo_open=True,
+             doc="cap of the retry backoff, seconds (≤ 1 day)"),
+)
+REPORT_KEYS = _keys(
+    Key("visits", (str,), "in", "'in' or 'in+out/2'", _one_of("in", "in+out/2"),
+        "'in' counts entries; 'in+out/2' halves both directions for sensors without direction"),
+)
+
+_PIN_EXPECTED = "a BCM pin number 0-27 such as 17, or a name such as 'GPIO17' or 'BCM17'"
+_COMMON_GPIO = _keys(
+    Key("pull_up", (bool,), True, "true or false", None,
+        "internal pull-up (true) or pull-down (false)"),
+    Key("active_high", (bool,), None, "true or false", None,
+        "line level while the beam is broken; absent: the opposite of pull_up"),
+    _num_key("min_pulse_ms", 30.0, "milliseconds", 0,
+             doc="a blocking shorter than this (ms) is noise"),
+    _num_key("holdoff_ms", 50.0, "milliseconds", 0,
+             doc="a blocking starting within this (ms) after the previous one is chatter"),
+    _num_key("stuck_after_s", 30.0, "seconds", 0, lo_open=True,
+             doc="a blocking longer than this (s) is a stuck beam, not counted"),
+)
+#: Per sensor type: the keys of its ``[[sensors]]`` table besides ``id`` and ``type``.
+SENSOR_KEYS: dict[str, dict[str, Key]] = {
+    "gpio": _keys(
+        Key("pin", _PIN, REQUIRED, _PIN_EXPECTED, normalise_pin, "the input pin (BCM)"),
+        Key("direction", (str,), "in", "'in' or 'out'", _one_of("in", "out"),
+            "what one pulse counts as"),
+        *_COMMON_GPIO.values(),
+    ),
+    "gpio-pair": _keys(
+        Key("pin_a", _PIN, REQUIRED, _PIN_EXPECTED, normalise_pin, "beam A, the outer beam"),
+        Key("pin_b", _PIN, REQUIRED, _PIN_EXPECTED, normalise_pin, "beam B, the inner beam"),
+        _num_key("max_transit_ms", 1500.0, "milliseconds", 0, 60000, lo_open=True,
+                 doc="most time (ms) from one beam's activation to the other's (≤ 1 min)"),
+        Key("invert", (bool,), False, "true or false", None, "swap in and out"),
+        *_COMMON_GPIO.values(),
+    ),
+    "serial": _keys(
+        Key("port", (str,), REQUIRED,
+            "a device path such as '/dev/serial/by-id/…' or a pyserial URL", None,
+            "the serial device (preferably /dev/serial/by-id/…) or a pyserial URL"),
+        Key("baudrate", (int,), 9600, "a baud rate between 1 and 4000000",
+            _int_range(1, 4_000_000), "bits per second"),
+        Key("mode", (str,), "events", "'events' or 'cumulative'",
+            _one_of("events", "cumulative"), "line protocol (see kiosk.sensors.serial)"),
+        Key("pattern", (str,), None, "a regular expression with named groups", None,
+            "regex replacing the built-in line protocol"),
+        _num_key("reconnect_min_s", 1.0, "seconds", 0, 3600, lo_open=True,
+                 doc="first reopen delay (s); doubles after each failure"),
+        _num_key("reconnect_max_s", 60.0, "seconds", 0, 86400, lo_open=True,
+                 doc="longest reopen delay (s), ≥ reconnect_min_s and ≤ 1 day"),
+    ),
+    "simulated": _keys(
+        _num_key("weekday_visits", 5500.0, "visits per weekday", 0, 1e7,
+                 doc="expected arrivals on a Monday–Friday"),
+        _num_key("weekend_visits", 2000.0, "visits per weekend day", 0, 1e7,
+                 doc="expected arrivals on a Saturday or Sunday"),
+        Key("weekday_hours", (str,), "08:00-20:00", "opening hours such as '08:00-20:00'",
+            _hours, "local opening hours on weekdays"),
+        Key("weekend_hours", (str,), "10:00-18:00", "opening hours such as '10:00-18:00'",
+            _hours, "local opening hours on weekend days"),
+        _num_key("mean_stay_min", 25.0, "minutes", 0, 1440, lo_open=True,
+                 doc="mean length of a visit, minutes (≤ 1 day)"),
+        Key("seed", (int,), None, "an integer", None, "fixed seed: the same traffic every run"),
+    ),
 }
-SENSOR_OPTIONS: dict[str, dict[str, tuple[Any, Any, str]]] = {
-    "gpio": {
-        "pin": (_PIN, None, "a BCM pin number such as 17, or a name such as 'GPIO17'"),
-        "direction": (str, "in", "'in' or 'out'"),
-        **_COMMON_GPIO,
-    },
-    "gpio-pair": {
-        "pin_a": (_PIN, None, "a BCM pin number such as 17"),
-        "pin_b": (_PIN, None, "a BCM pin number such as 27"),
-        "max_transit_ms": (_NUM, 1500, "a number of milliseconds > 0"),
-        "invert": (bool, False, "true or false"),
-        **_COMMON_GPIO,
-    },
-    "serial": {
-        "port": (str, None, "a device path such as '/dev/serial/by-id/…' or a pyserial URL"),
-        "baudrate": (int, 9600, "a baud rate such as 9600"),
-        "mode": (str, "events", "'events' or 'cumulative'"),
-        "pattern": (str, None, "a regular expression with named groups"),
-        "reconnect_min_s": (_NUM, 1.0, "a number of seconds > 0"),
-        "reconnect_max_s": (_NUM, 60.0, "a number of seconds > 0"),
-    },
-    "simulated": {
-        "weekday_visits": (_NUM, 5500, "visits per weekday, a number ≥ 0"),
-        "weekend_visits": (_NUM, 2000, "visits per weekend day, a number ≥ 0"),
-        "weekday_hours": (str, "08:00-20:00", "opening hours such as '08:00-20:00'"),
-        "weekend_hours": (str, "10:00-18:00", "opening hours such as '10:00-18:00'"),
-        "mean_stay_min": (_NUM, 25, "a number of minutes > 0"),
-        "seed": (int, None, "an integer"),
-    },
-}
-REQUIRED_SENSOR_OPTIONS = {"gpio": ("pin",), "gpio-pair": ("pin_a", "pin_b"), "serial": ("port",)}
+
+
+def check_values(keys: Mapping[str, Key], values: Mapping[str, Any]) -> tuple[
+        dict[str, Any], list[KeyProblem]]:
+    """Check ``values`` against ``keys``: types, ranges and unknown keys.
+
+    Returns the normalised values with defaults filled in (a missing required key
+    stays out; the caller words its "missing" message) and the problems found.
+    A ``None`` value of a key whose default is ``None`` means "absent".
+    """
+    out: dict[str, Any] = {}
+    problems: list[KeyProblem] = []
+    for name, value in values.items():
+        key = keys.get(name)
+        if key is None:
+            near = [k for k in keys if _close(k, name)]
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            problems.append(KeyProblem(
+                name, f"unknown key{hint}; expected one of: {', '.join(sorted(keys))}"))
+            continue
+        if value is None and key.default is None:
+            out[name] = None
+            continue
+        if not _type_ok(value, key.types):
+            problems.append(KeyProblem(name, f"expected {key.expected}, found {_describe(value)}"))
+            continue
+        if key.check is not None:
+            try:
+                value = key.check(value)
+            except (ValueError, OverflowError) as e:
+                reason = f" ({e})" if str(e) else ""
+                problems.append(KeyProblem(
+                    name, f"expected {key.expected}, found {_describe(value)}{reason}"))
+                continue
+        out[name] = value
+    for name, key in keys.items():
+        if name not in out and key.default is not REQUIRED and name not in values:
+            out[name] = key.default
+    return out, problems
+
+
+def cross_check(stype: str, opts: Mapping[str, Any]) -> list[KeyProblem]:
+    """Checks spanning several keys of one ``stype`` sensor (values already checked)."""
+    problems: list[KeyProblem] = []
+    if stype == "serial":
+        lo, hi = opts.get("reconnect_min_s"), opts.get("reconnect_max_s")
+        if lo is not None and hi is not None and hi < lo:
+            problems.append(KeyProblem(
+                "reconnect_max_s", f"expected a number of seconds ≥ reconnect_min_s ({lo:g}), "
+                                   f"found {_describe(hi)}"))
+        if opts.get("pattern") is not None and opts.get("mode") is not None:
+            from kiosk.sensors.serial import validate_pattern
+
+            try:
+                validate_pattern(opts["pattern"], opts["mode"])
+            except ConfigError as e:
+                problems.append(KeyProblem("pattern", str(e)))
+    return problems
 
 
 @dataclass(frozen=True)
 class DeviceConfig:
     id: str
     site: str
-    timezone: str = DEFAULT_TIMEZONE
+    timezone: str = DEVICE_KEYS["timezone"].default
+
+
+_S, _U = STORAGE_KEYS, UPLOAD_KEYS
 
 
 @dataclass(frozen=True)
 class StorageConfig:
-    path: str = "/var/lib/kiosk/counts.db"
-    #: Seconds between flushes of pending counts to SQLite.
-    flush_interval_s: float = 2.0
-    #: Days to keep the raw event log (per-pulse rows).
-    event_retention_days: int = 30
-    #: Days to keep the local journal of daemon happenings.
-    journal_retention_days: int = 365
+    """``[storage]``; defaults and documentation of every field: :data:`STORAGE_KEYS`."""
+
+    path: str = _S["path"].default
+    flush_interval_s: float = _S["flush_interval_s"].default
+    event_retention_days: int = _S["event_retention_days"].default
+    journal_retention_days: int = _S["journal_retention_days"].default
 
 
 @dataclass(frozen=True)
 class SensorConfig:
+    """One ``[[sensors]]`` table; ``options`` are checked against :data:`SENSOR_KEYS`."""
+
     id: str
     type: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -96,26 +370,25 @@ class SensorConfig:
 
 @dataclass(frozen=True)
 class UploadConfig:
+    """``[upload]``; defaults and documentation of every field: :data:`UPLOAD_KEYS`."""
+
     url: str
     token_file: str
-    period_minutes: int = 60
-    #: Random delay (s) after a period closes before uploading, spreads a fleet's load.
-    jitter_s: float = 300.0
-    batch_max: int = 200
-    #: Seconds after a period ends before it is considered closed (lets counts flush).
-    grace_s: float = 10.0
-    #: Connect and read timeout of one request, seconds.
-    timeout_s: float = 30.0
-    ca_file: str | None = None
-    allow_insecure_http: bool = False
-    #: Cap of the retry backoff, seconds.
-    max_backoff_s: float = 3600.0
+    period_minutes: int = _U["period_minutes"].default
+    jitter_s: float = _U["jitter_s"].default
+    batch_max: int = _U["batch_max"].default
+    grace_s: float = _U["grace_s"].default
+    timeout_s: float = _U["timeout_s"].default
+    ca_file: str | None = _U["ca_file"].default
+    allow_insecure_http: bool = _U["allow_insecure_http"].default
+    max_backoff_s: float = _U["max_backoff_s"].default
 
 
 @dataclass(frozen=True)
 class ReportConfig:
-    #: "in" counts entries; "in+out/2" halves both directions for sensors without direction.
-    visits: str = "in"
+    """``[report]``; see :data:`REPORT_KEYS`."""
+
+    visits: str = REPORT_KEYS["visits"].default
 
 
 @dataclass(frozen=True)
@@ -173,6 +446,9 @@ def loads(text: str, *, source: str = "<string>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}", path=source) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply",
+                          path=source) from None
     return _Validator(source).config(data)
 
 
@@ -197,14 +473,6 @@ def _type_ok(value: Any, types: Any) -> bool:
     return isinstance(value, types)
 
 
-def pin_key(pin: int | str) -> str:
-    """A normal form of a pin so that 17, 'GPIO17' and 'BCM17' compare equal."""
-    if isinstance(pin, int):
-        return f"GPIO{pin}"
-    m = re.fullmatch(r"(?:GPIO|BCM)?(\d+)", pin.strip().upper())
-    return f"GPIO{int(m.group(1))}" if m else pin.strip().upper()
-
-
 class _Validator:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -213,30 +481,12 @@ class _Validator:
     def problem(self, where: str, text: str) -> None:
         self.problems.append(f"{self.source}: {where}: {text}")
 
-    def table(self, data: dict, name: str, allowed: dict[str, tuple]) -> dict[str, Any]:
-        """Check keys and types of one table; returns the options with defaults filled."""
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in allowed:
-                near = [k for k in allowed if _close(k, key)]
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                self.problem(
-                    f"{name} {key}",
-                    f"unknown key{hint}; expected one of: {', '.join(sorted(allowed))}",
-                )
-                continue
-            types, _default, expected = allowed[key]
-            if not _type_ok(value, types):
-                self.problem(f"{name} {key}", f"expected {expected}, found {_describe(value)}")
-                continue
-            out[key] = value
-        for key, (_types, default, _e) in allowed.items():
-            out.setdefault(key, default)
-        return out
-
-    def positive(self, where: str, value: float, *, allow_zero: bool = False) -> None:
-        if value < 0 or (value == 0 and not allow_zero):
-            self.problem(where, f"expected a number {'≥' if allow_zero else '>'} 0, found {value!r}")
+    def table(self, data: dict, name: str, keys: Mapping[str, Key]) -> dict[str, Any]:
+        """Check keys, types and ranges of one table; returns the values with defaults filled."""
+        opts, problems = check_values(keys, data)
+        for p in problems:
+            self.problem(f"{name} {p.key}", p.text)
+        return opts
 
     def config(self, data: dict[str, Any]) -> Config:
         known = {"device", "storage", "sensors", "upload", "report"}
@@ -264,45 +514,16 @@ class _Validator:
         return value
 
     def device(self, data: dict) -> DeviceConfig:
-        opts = self.table(data, "[device]", {
-            "id": (str, None, "a device id such as 'espoo-isoomena-01'"),
-            "site": (str, None, "a site id such as 'iso-omena-service-centre'"),
-            "timezone": (str, DEFAULT_TIMEZONE, "an IANA time zone such as 'Europe/Helsinki'"),
-        })
+        opts = self.table(data, "[device]", DEVICE_KEYS)
         for key in ("id", "site"):
             if data and key not in data:
                 self.problem(f"[device] {key}", "missing; it identifies this kiosk in uploads")
-            elif opts[key] is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", opts[key]):
-                self.problem(
-                    f"[device] {key}",
-                    f"expected 1-64 letters, digits, '.', '_', ':' or '-', found {opts[key]!r}",
-                )
-        try:
-            ZoneInfo(opts["timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
-            self.problem(
-                "[device] timezone",
-                f"expected an IANA time zone such as 'Europe/Helsinki', found {opts['timezone']!r}",
-            )
-        return DeviceConfig(opts["id"] or "", opts["site"] or "", opts["timezone"])
+        return DeviceConfig(opts.get("id") or "", opts.get("site") or "",
+                            opts.get("timezone", DEFAULT_TIMEZONE))
 
     def storage(self, data: dict) -> StorageConfig:
-        opts = self.table(data, "[storage]", {
-            "path": (str, StorageConfig.path, "a file path such as '/var/lib/kiosk/counts.db'"),
-            "flush_interval_s": (_NUM, 2.0, "a number of seconds > 0"),
-            "event_retention_days": (int, 30, "a whole number of days ≥ 1"),
-            "journal_retention_days": (int, 365, "a whole number of days ≥ 1"),
-        })
-        if not 0 < opts["flush_interval_s"] <= 60:
-            self.problem(
-                "[storage] flush_interval_s",
-                f"expected seconds between 0 and 60 (a kill -9 loses at most this much), "
-                f"found {opts['flush_interval_s']!r}",
-            )
-        for key in ("event_retention_days", "journal_retention_days"):
-            if opts[key] < 1:
-                self.problem(f"[storage] {key}", f"expected a whole number ≥ 1, found {opts[key]!r}")
-        return StorageConfig(**opts)
+        opts = self.table(data, "[storage]", STORAGE_KEYS)
+        return StorageConfig(**opts) if len(opts) == len(STORAGE_KEYS) else StorageConfig()
 
     def sensors(self, value: Any) -> list[SensorConfig]:
         if value is None:
@@ -313,14 +534,14 @@ class _Validator:
             return []
         out: list[SensorConfig] = []
         ids: dict[str, int] = {}
-        pins: dict[str, str] = {}
+        pins: dict[int, str] = {}
         for n, raw in enumerate(value, 1):
             sid = raw.get("id")
             where = f"[[sensors]] #{n}" + (f" (id {sid!r})" if isinstance(sid, str) else "")
-            if not isinstance(sid, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", sid):
+            if not isinstance(sid, str) or not _ID_RE.fullmatch(sid):
                 self.problem(
                     f"{where} id",
-                    "expected 1-64 letters, digits, '.', '_', ':' or '-', found "
+                    f"expected {_ID_EXPECTED}, found "
                     + ("nothing" if sid is None else _describe(sid)),
                 )
             elif sid in ids:
@@ -335,108 +556,53 @@ class _Validator:
                     + ("nothing" if stype is None else _describe(stype)),
                 )
                 continue
+            keys = SENSOR_KEYS[stype]
             rest = {k: v for k, v in raw.items() if k not in ("id", "type")}
-            opts = self.table(rest, where, SENSOR_OPTIONS[stype])
-            for key in REQUIRED_SENSOR_OPTIONS.get(stype, ()):
+            opts = self.table(rest, where, keys)
+            for key in (k for k, spec in keys.items() if spec.default is REQUIRED):
                 if key not in rest:
-                    self.problem(f"{where} {key}", f"missing; expected {SENSOR_OPTIONS[stype][key][2]}")
-            self.sensor_values(where, stype, opts, sid, pins)
+                    self.problem(f"{where} {key}", f"missing; expected {keys[key].expected}")
+            for p in cross_check(stype, opts):
+                self.problem(f"{where} {p.key}", p.text)
+            for key in ("pin", "pin_a", "pin_b"):
+                if key not in opts:
+                    continue
+                if opts[key] in pins:
+                    self.problem(f"{where} {key}",
+                                 f"pin {rest[key]!r} is already used by {pins[opts[key]]}")
+                else:
+                    pins[opts[key]] = f"sensor {sid!r} {key}"
             opts = {k: v for k, v in opts.items() if v is not None}
             out.append(SensorConfig(sid if isinstance(sid, str) else "", stype, opts))
         return out
-
-    def sensor_values(self, where: str, stype: str, opts: dict, sid: Any, pins: dict) -> None:
-        for key in ("min_pulse_ms", "holdoff_ms"):
-            if opts.get(key) is not None:
-                self.positive(f"{where} {key}", opts[key], allow_zero=True)
-        for key in ("stuck_after_s", "max_transit_ms", "reconnect_min_s", "reconnect_max_s"):
-            if opts.get(key) is not None:
-                self.positive(f"{where} {key}", opts[key])
-        for key in ("pin", "pin_a", "pin_b"):
-            pin = opts.get(key)
-            if pin is None:
-                continue
-            norm = pin_key(pin)
-            if norm in pins:
-                self.problem(f"{where} {key}", f"pin {pin!r} is already used by {pins[norm]}")
-            else:
-                pins[norm] = f"sensor {sid!r} {key}"
-        if stype == "gpio" and opts["direction"] not in ("in", "out"):
-            self.problem(f"{where} direction", f"expected 'in' or 'out', found {opts['direction']!r}")
-        if stype == "serial":
-            if opts["mode"] not in ("events", "cumulative"):
-                self.problem(
-                    f"{where} mode", f"expected 'events' or 'cumulative', found {opts['mode']!r}"
-                )
-            elif opts.get("pattern") is not None:
-                from kiosk.sensors.serial import validate_pattern
-
-                try:
-                    validate_pattern(opts["pattern"], opts["mode"])
-                except ConfigError as e:
-                    self.problem(f"{where} pattern", str(e))
-            if opts["baudrate"] <= 0:
-                self.problem(f"{where} baudrate", f"expected a baud rate > 0, found {opts['baudrate']}")
-        if stype == "simulated":
-            from kiosk.sensors.simulated import SimulatedSensor
-
-            try:
-                SimulatedSensor.validate_options(
-                    str(sid), **{k: v for k, v in opts.items() if v is not None})
-            except ConfigError as e:
-                for p in e.problems:
-                    self.problems.append(f"{self.source}: {where}: {p.split(': ', 1)[-1]}")
 
     def upload(self, value: Any) -> UploadConfig | None:
         if not isinstance(value, dict):
             self.problem("[upload]", f"expected a table, found {_describe(value)}")
             return None
-        opts = self.table(value, "[upload]", {
-            "url": (str, None, "an https:// URL"),
-            "token_file": (str, None, "a path to a file holding the bearer token"),
-            "period_minutes": (int, 60, "15, 30 or 60"),
-            "jitter_s": (_NUM, 300.0, "a number of seconds ≥ 0"),
-            "batch_max": (int, 200, "a whole number between 1 and 1000"),
-            "grace_s": (_NUM, 10.0, "a number of seconds ≥ 0"),
-            "timeout_s": (_NUM, 30.0, "a number of seconds > 0"),
-            "ca_file": (str, None, "a path to a PEM file of a private CA"),
-            "allow_insecure_http": (bool, False, "true or false"),
-            "max_backoff_s": (_NUM, 3600.0, "a number of seconds > 0"),
-        })
+        opts = self.table(value, "[upload]", UPLOAD_KEYS)
         for key in ("url", "token_file"):
             if key not in value:
                 self.problem(f"[upload] {key}", "missing; without [upload] nothing is uploaded")
-        url = opts["url"]
+        url = opts.get("url")
         if url:
             parts = urlsplit(url)
             if parts.scheme not in ("https", "http") or not parts.hostname:
                 self.problem("[upload] url", f"expected an https:// URL, found {url!r}")
-            elif (parts.scheme == "http" and not opts["allow_insecure_http"]
+            elif (parts.scheme == "http" and not opts.get("allow_insecure_http")
                   and not is_loopback(parts.hostname)):
                 self.problem(
                     "[upload] url",
                     f"plain http:// sends the token unencrypted; use https:// or set "
                     f"allow_insecure_http = true, found {url!r}",
                 )
-        if opts["period_minutes"] not in PERIOD_MINUTES:
-            self.problem(
-                "[upload] period_minutes", f"expected 15, 30 or 60, found {opts['period_minutes']!r}"
-            )
-        if not 1 <= opts["batch_max"] <= 1000:
-            self.problem("[upload] batch_max", f"expected 1 to 1000, found {opts['batch_max']!r}")
-        for key in ("jitter_s", "grace_s"):
-            self.positive(f"[upload] {key}", opts[key], allow_zero=True)
-        for key in ("timeout_s", "max_backoff_s"):
-            self.positive(f"[upload] {key}", opts[key])
         if self.problems or not url:
             return None
         return UploadConfig(**opts)
 
     def report(self, data: dict) -> ReportConfig:
-        opts = self.table(data, "[report]", {"visits": (str, "in", "'in' or 'in+out/2'")})
-        if opts["visits"] not in ("in", "in+out/2"):
-            self.problem("[report] visits", f"expected 'in' or 'in+out/2', found {opts['visits']!r}")
-        return ReportConfig(**opts)
+        opts = self.table(data, "[report]", REPORT_KEYS)
+        return ReportConfig(**opts) if len(opts) == len(REPORT_KEYS) else ReportConfig()
 
 
 def is_loopback(host: str) -> bool:

@@ -42,7 +42,7 @@ def test_example_config_is_valid():
 
 def test_example_config_documents_every_key():
     text = (ROOT / "config" / "kiosk.example.toml").read_text()
-    keys = {k for opts in config.SENSOR_OPTIONS.values() for k in opts}
+    keys = {k for opts in config.SENSOR_KEYS.values() for k in opts}
     keys |= set(config.StorageConfig.__dataclass_fields__)
     keys |= set(config.UploadConfig.__dataclass_fields__) | {"visits", "timezone", "site"}
     missing = [k for k in keys if f"{k} =" not in text]

@@ -63,9 +63,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from kiosk.clock import Clock
+from kiosk.config import DEVICE_KEYS, SENSOR_KEYS, Key, check_values, number_check
 from kiosk.events import Emit, Pulse, SensorEvent
 from kiosk.exc import ConfigError
 from kiosk.sensors.base import Sensor
@@ -85,16 +86,17 @@ _CLOSE_RAMP_H, _CLOSE_FLOOR = 1.0, 0.35  # ... and 35 % just before closing
 
 _HOURS_RE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
 
-DEFAULTS: dict[str, Any] = {
-    "timezone": "Europe/Helsinki",
-    "weekday_visits": 5500.0,
-    "weekend_visits": 2000.0,
-    "weekday_hours": "08:00-20:00",
-    "weekend_hours": "10:00-18:00",
-    "mean_stay_min": 25.0,
-    "seed": None,
-    "tick_s": 1.0,
+#: The constructor's options: the ``[[sensors]]`` keys of :data:`kiosk.config.SENSOR_KEYS`
+#: plus two that the daemon sets itself (the zone of ``[device]`` and the thread's tick).
+OPTION_KEYS: dict[str, Key] = {
+    "timezone": DEVICE_KEYS["timezone"],
+    **SENSOR_KEYS["simulated"],
+    "tick_s": Key("tick_s", (int, float), 1.0, "a number of seconds > 0 and ≤ 60",
+                  number_check(0, 60, lo_open=True), "clock seconds between thread wake-ups"),
 }
+#: Default of every option (taken from :data:`OPTION_KEYS`, written nowhere else).
+DEFAULTS: dict[str, Any] = {k.name: k.default for k in OPTION_KEYS.values()}
+_D = DEFAULTS
 
 
 def _smoothstep(x: float) -> float:
@@ -149,13 +151,6 @@ def parse_hours(text: str) -> tuple[float, float]:
     return open_h, close_h
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 @dataclass(frozen=True, slots=True)
 class _DayPlan:
     """Expected arrivals per one-minute bin of one local day."""
@@ -207,14 +202,14 @@ class SimulatedSensor(Sensor):
         *,
         emit: Emit,
         clock: Clock,
-        timezone: str = "Europe/Helsinki",
-        weekday_visits: float = 5500,
-        weekend_visits: float = 2000,
-        weekday_hours: str = "08:00-20:00",
-        weekend_hours: str = "10:00-18:00",
-        mean_stay_min: float = 25,
-        seed: int | None = None,
-        tick_s: float = 1.0,
+        timezone: str = _D["timezone"],
+        weekday_visits: float = _D["weekday_visits"],
+        weekend_visits: float = _D["weekend_visits"],
+        weekday_hours: str = _D["weekday_hours"],
+        weekend_hours: str = _D["weekend_hours"],
+        mean_stay_min: float = _D["mean_stay_min"],
+        seed: int | None = _D["seed"],
+        tick_s: float = _D["tick_s"],
     ) -> None:
         opts = self.validate_options(
             id,
@@ -258,47 +253,12 @@ class SimulatedSensor(Sensor):
 
         Returns the options with defaults filled in and numbers as floats; raises
         :class:`~kiosk.exc.ConfigError` listing every problem, each naming the sensor.
+        Types and ranges are those of :data:`OPTION_KEYS` (the config's schema), so
+        options the config loader accepted are accepted here too.
         """
-        where = f"sensor {id!r} (simulated)"
-        problems: list[str] = []
-        unknown = sorted(set(options) - set(DEFAULTS))
-        if unknown:
-            problems.append(f"{where}: unknown option(s) {', '.join(unknown)}")
-        opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
-
-        tzname = opts["timezone"]
-        if not isinstance(tzname, str) or not tzname:
-            problems.append(f"{where}: timezone must be a name such as 'Europe/Helsinki'")
-        else:
-            try:
-                ZoneInfo(tzname)
-            except (ZoneInfoNotFoundError, ValueError, OSError):
-                problems.append(
-                    f"{where}: unknown timezone {tzname!r} (expected an IANA name such as "
-                    f"'Europe/Helsinki'; is the tzdata package installed?)"
-                )
-        for key in ("weekday_visits", "weekend_visits"):
-            v = _number(opts[key])
-            if v is None or v < 0:
-                problems.append(f"{where}: {key} must be a number ≥ 0, found {opts[key]!r}")
-            else:
-                opts[key] = v
-        for key in ("mean_stay_min", "tick_s"):
-            v = _number(opts[key])
-            if v is None or v <= 0:
-                problems.append(f"{where}: {key} must be a number > 0, found {opts[key]!r}")
-            else:
-                opts[key] = v
-        for key in ("weekday_hours", "weekend_hours"):
-            try:
-                parse_hours(opts[key])
-            except ValueError as e:
-                problems.append(f"{where}: {key}: {e}")
-        seed = opts["seed"]
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            problems.append(f"{where}: seed must be an integer or absent, found {seed!r}")
+        opts, problems = check_values(OPTION_KEYS, options)
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError([f"sensor {id!r} (simulated): {p.key}: {p.text}" for p in problems])
         return opts
 
     # -- the daily profile -------------------------------------------------------------
