@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiosk.clock import Clock
+from kiosk.config import SENSOR_KEYS, Key, check_values, pin_key
 from kiosk.events import Direction, Emit, Pulse, SensorEvent
 from kiosk.exc import SensorError
 from kiosk.sensors.base import Sensor
@@ -50,9 +51,22 @@ _DEFAULT_HINT = (
 )
 
 
+_KEYS = SENSOR_KEYS["gpio"]
+_PAIR_KEYS = SENSOR_KEYS["gpio-pair"]
+
+
 def _pin_name(pin: int | str) -> str:
-    text = str(pin).strip()
-    return f"GPIO{int(text)}" if text.isdigit() else text.upper()
+    """``"GPIO17"`` for 17, "17", "GPIO17" or "BCM17" (the config's one pin normaliser)."""
+    return pin_key(pin)
+
+
+def _check(sensor_id: str, keys: dict[str, Key], values: dict[str, Any]) -> dict[str, Any]:
+    """The config's checks of ``values`` (:data:`kiosk.config.SENSOR_KEYS`); SensorError if bad."""
+    checked, problems = check_values(keys, values)
+    if problems:
+        raise SensorError(f"sensor {sensor_id!r}: "
+                          + "; ".join(f"{p.key}: {p.text}" for p in problems))
+    return checked
 
 
 def _open_input(sensor_id: str, pin: int | str, *, pull_up: bool | None, active_high: bool,
@@ -137,11 +151,10 @@ def _options(sensor_id: str, pull_up: bool | None, active_high: bool | None,
     if pull_up is None and active_high is None:
         raise SensorError(
             f"sensor {sensor_id!r}: a floating input (pull_up = none) needs active_high")
-    if not (min_pulse_ms >= 0 and holdoff_ms >= 0 and stuck_after_s > 0):
-        raise SensorError(f"sensor {sensor_id!r}: min_pulse_ms and holdoff_ms must be ≥ 0 "
-                          f"and stuck_after_s > 0")
+    t = _check(sensor_id, _KEYS, {"min_pulse_ms": min_pulse_ms, "holdoff_ms": holdoff_ms,
+                                  "stuck_after_s": stuck_after_s})
     active = not pull_up if active_high is None else bool(active_high)
-    return active, min_pulse_ms / 1000, holdoff_ms / 1000, float(stuck_after_s)
+    return active, t["min_pulse_ms"] / 1000, t["holdoff_ms"] / 1000, t["stuck_after_s"]
 
 
 class GPIOSensor(Sensor):
@@ -163,12 +176,15 @@ class GPIOSensor(Sensor):
     kind = "gpio"
 
     def __init__(self, id: str, *, pin: int | str, emit: Emit, clock: Clock,
-                 pull_up: bool | None = True, active_high: bool | None = None,
-                 min_pulse_ms: float = 30, holdoff_ms: float = 50, stuck_after_s: float = 30,
-                 direction: Direction = "in", pin_factory: Any = None) -> None:
+                 pull_up: bool | None = _KEYS["pull_up"].default,
+                 active_high: bool | None = _KEYS["active_high"].default,
+                 min_pulse_ms: float = _KEYS["min_pulse_ms"].default,
+                 holdoff_ms: float = _KEYS["holdoff_ms"].default,
+                 stuck_after_s: float = _KEYS["stuck_after_s"].default,
+                 direction: Direction = _KEYS["direction"].default,
+                 pin_factory: Any = None) -> None:
         super().__init__(id, emit=emit, clock=clock)
-        if direction not in ("in", "out"):
-            raise SensorError(f"sensor {id!r}: direction must be 'in' or 'out', not {direction!r}")
+        _check(id, _KEYS, {"direction": direction})
         self.active_high, *timing = _options(id, pull_up, active_high, min_pulse_ms,
                                              holdoff_ms, stuck_after_s)
         self._beam = _Beam(f"{_pin_name(pin)} beam", *timing)
@@ -276,16 +292,20 @@ class GPIOPairSensor(Sensor):
     kind = "gpio-pair"
 
     def __init__(self, id: str, *, pin_a: int | str, pin_b: int | str, emit: Emit,
-                 clock: Clock, pull_up: bool | None = True, active_high: bool | None = None,
-                 min_pulse_ms: float = 30, holdoff_ms: float = 50, stuck_after_s: float = 30,
-                 max_transit_ms: float = 1500, invert: bool = False,
+                 clock: Clock, pull_up: bool | None = _PAIR_KEYS["pull_up"].default,
+                 active_high: bool | None = _PAIR_KEYS["active_high"].default,
+                 min_pulse_ms: float = _PAIR_KEYS["min_pulse_ms"].default,
+                 holdoff_ms: float = _PAIR_KEYS["holdoff_ms"].default,
+                 stuck_after_s: float = _PAIR_KEYS["stuck_after_s"].default,
+                 max_transit_ms: float = _PAIR_KEYS["max_transit_ms"].default,
+                 invert: bool = _PAIR_KEYS["invert"].default,
                  pin_factory: Any = None) -> None:
         super().__init__(id, emit=emit, clock=clock)
         if _pin_name(pin_a) == _pin_name(pin_b):
             raise SensorError(f"sensor {id!r}: pin_a and pin_b are both {pin_a!r}; "
                               "a beam pair needs two different pins")
-        if not max_transit_ms > 0:
-            raise SensorError(f"sensor {id!r}: max_transit_ms must be > 0")
+        max_transit_ms = _check(id, _PAIR_KEYS, {"max_transit_ms": max_transit_ms})[
+            "max_transit_ms"]
         self.active_high, *timing = _options(id, pull_up, active_high, min_pulse_ms,
                                              holdoff_ms, stuck_after_s)
         self._beams = (_Beam(f"beam A ({_pin_name(pin_a)})", *timing),

@@ -43,6 +43,7 @@ from typing import Any
 import serial
 
 from kiosk.clock import Clock
+from kiosk.config import SENSOR_KEYS, Key, check_values, cross_check, number_check
 from kiosk.events import Emit, Pulse, Rejected, SensorEvent, printable_sample
 from kiosk.exc import ConfigError
 from kiosk.sensors.base import Sensor
@@ -57,6 +58,14 @@ MAX_TOTAL_JUMP = 100_000
 READ_CHUNK = 4096
 
 MODES = ("events", "cumulative")
+#: The constructor's options: the ``[[sensors]]`` keys of a serial sensor in
+#: :data:`kiosk.config.SENSOR_KEYS`, plus the read timeout the config does not expose.
+_KEYS: dict[str, Key] = {
+    **SENSOR_KEYS["serial"],
+    "read_timeout_s": Key("read_timeout_s", (int, float), 0.5,
+                          "a number of seconds > 0 and ≤ 10", number_check(0, 10, lo_open=True),
+                          "pyserial read timeout (real seconds); bounds how long close takes"),
+}
 _FLAGS = re.IGNORECASE
 _DEFAULT_PATTERNS = {
     "events": r"(?P<direction>in|out)(?:\s+(?P<count>[0-9]+))?",
@@ -160,26 +169,23 @@ class SerialSensor(Sensor):
         port: str,
         emit: Emit,
         clock: Clock,
-        baudrate: int = 9600,
-        mode: str = "events",
-        pattern: str | None = None,
-        reconnect_min_s: float = 1.0,
-        reconnect_max_s: float = 60.0,
-        read_timeout_s: float = 0.5,
+        baudrate: int = _KEYS["baudrate"].default,
+        mode: str = _KEYS["mode"].default,
+        pattern: str | None = _KEYS["pattern"].default,
+        reconnect_min_s: float = _KEYS["reconnect_min_s"].default,
+        reconnect_max_s: float = _KEYS["reconnect_max_s"].default,
+        read_timeout_s: float = _KEYS["read_timeout_s"].default,
     ) -> None:
         super().__init__(id, emit=emit, clock=clock)
         self._regex = _compile_pattern(pattern, mode, id)
-        problems = []
+        numbers = {"baudrate": baudrate, "reconnect_min_s": reconnect_min_s,
+                   "reconnect_max_s": reconnect_max_s, "read_timeout_s": read_timeout_s}
+        # the config's own checks (kiosk.config.SENSOR_KEYS), not a second copy of them
+        checked, found = check_values(_KEYS, numbers)
+        found += cross_check("serial", checked)
+        problems = [f"sensor {id!r}: {p.key}: {p.text}" for p in found]
         if not port:
-            problems.append(f"sensor {id!r}: port must not be empty")
-        if not baudrate > 0:
-            problems.append(f"sensor {id!r}: baudrate must be > 0, got {baudrate!r}")
-        if not reconnect_min_s > 0:
-            problems.append(f"sensor {id!r}: reconnect_min_s must be > 0, got {reconnect_min_s!r}")
-        if not reconnect_max_s >= reconnect_min_s:
-            problems.append(f"sensor {id!r}: reconnect_max_s must be >= reconnect_min_s")
-        if not read_timeout_s > 0:
-            problems.append(f"sensor {id!r}: read_timeout_s must be > 0, got {read_timeout_s!r}")
+            problems.insert(0, f"sensor {id!r}: port must not be empty")
         if problems:
             raise ConfigError(problems)
         self.port = port
