@@ -197,7 +197,8 @@ STORAGE_KEYS = _keys(
 )
 UPLOAD_KEYS = _keys(
     Key("url", (str,), REQUIRED, "an https:// URL", None, "the statistics server's endpoint"),
-    Key("token_file", (str,), REQUIRED, "a path to a file holding the bearer token"),
+    Key("token_file", (str,), REQUIRED, "a path to a file holding the bearer token", None,
+        "bearer token file; mode 0600 or 0640"),
     Key("period_minutes", (int,), 60, "15, 30 or 60", _one_of(*PERIOD_MINUTES),
         "length of an uploaded period, minutes"),
     _num_key("jitter_s", 300.0, "seconds", 0, 3600,
@@ -328,14 +329,16 @@ def cross_check(stype: str, opts: Mapping[str, Any]) -> list[KeyProblem]:
         if lo is not None and hi is not None and hi < lo:
             problems.append(KeyProblem(
                 "reconnect_max_s", f"expected a number of seconds ≥ reconnect_min_s ({lo:g}), "
-                                   f"found {_describe(hi)}"))
+                                   f"found {hi:g}"))
         if opts.get("pattern") is not None and opts.get("mode") is not None:
             from kiosk.sensors.serial import validate_pattern
 
             try:
                 validate_pattern(opts["pattern"], opts["mode"])
             except ConfigError as e:
-                problems.append(KeyProblem("pattern", str(e)))
+                expected = SENSOR_KEYS["serial"]["pattern"].expected
+                problems.append(KeyProblem(
+                    "pattern", f"expected {expected}, found {_describe(opts['pattern'])} ({e})"))
     return problems
 
 
