@@ -165,11 +165,62 @@ def pin_key(pin: int | str) -> str:
         return str(pin).strip().upper()
 
 
-def _hours(value: str) -> str:
-    from kiosk.sensors.simulated import parse_hours
+_HOURS_RE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
 
+
+def parse_hours(text: str) -> tuple[float, float]:
+    """``"08:00-20:00"`` → ``(8.0, 20.0)`` (local hours).  ``24:00`` is allowed as closing.
+
+    Raises :class:`ValueError` with a readable reason.  Overnight hours (closing
+    before opening) are not supported.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string such as '08:00-20:00', found {text!r}")
+    m = _HOURS_RE.fullmatch(text)
+    if not m:
+        raise ValueError(f"expected opening hours such as '08:00-20:00', found {text!r}")
+    oh, om, ch, cm = (int(g) for g in m.groups())
+    for hh, mm in ((oh, om), (ch, cm)):
+        if mm > 59 or hh > 24 or (hh == 24 and mm != 0):
+            raise ValueError(f"{hh:02d}:{mm:02d} in {text!r} is not a time of day (00:00–24:00)")
+    if oh == 24:
+        raise ValueError(f"opening time 24:00 in {text!r} is not a time of day")
+    open_h, close_h = oh + om / 60.0, ch + cm / 60.0
+    if close_h <= open_h:
+        raise ValueError(
+            f"closing time {ch:02d}:{cm:02d} is not after opening time {oh:02d}:{om:02d} "
+            f"in {text!r} (overnight opening hours are not supported)"
+        )
+    return open_h, close_h
+
+
+def _hours(value: str) -> str:
     parse_hours(value)  # raises ValueError with the reason
     return value
+
+
+#: Named groups a custom serial ``pattern`` needs, per ``mode``.
+SERIAL_PATTERN_GROUPS: dict[str, tuple[str, ...]] = {
+    "events": ("direction",),
+    "cumulative": ("in_total", "out_total"),
+}
+
+
+def compile_serial_pattern(pattern: str, mode: str) -> re.Pattern[str]:
+    """Compile a custom serial line ``pattern`` (case-insensitive) for ``mode``.
+
+    Raises :class:`ValueError` if it is not a regular expression or lacks a named
+    group of :data:`SERIAL_PATTERN_GROUPS`.
+    """
+    try:
+        compiled = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    for group in SERIAL_PATTERN_GROUPS[mode]:
+        if group not in compiled.groupindex:
+            raise ValueError(f"pattern must have a named group {group!r} in {mode} mode, "
+                             f"e.g. (?P<{group}>...)")
+    return compiled
 
 
 def _keys(*keys: Key) -> dict[str, Key]:
@@ -331,11 +382,9 @@ def cross_check(stype: str, opts: Mapping[str, Any]) -> list[KeyProblem]:
                 "reconnect_max_s", f"expected a number of seconds ≥ reconnect_min_s ({lo:g}), "
                                    f"found {hi:g}"))
         if opts.get("pattern") is not None and opts.get("mode") is not None:
-            from kiosk.sensors.serial import validate_pattern
-
             try:
-                validate_pattern(opts["pattern"], opts["mode"])
-            except ConfigError as e:
+                compile_serial_pattern(opts["pattern"], opts["mode"])
+            except ValueError as e:
                 expected = SENSOR_KEYS["serial"]["pattern"].expected
                 problems.append(KeyProblem(
                     "pattern", f"expected {expected}, found {_describe(opts['pattern'])} ({e})"))

@@ -43,7 +43,14 @@ from typing import Any
 import serial
 
 from kiosk.clock import Clock
-from kiosk.config import SENSOR_KEYS, Key, check_values, cross_check, number_check
+from kiosk.config import (
+    SENSOR_KEYS,
+    Key,
+    check_values,
+    compile_serial_pattern,
+    cross_check,
+    number_check,
+)
 from kiosk.events import Emit, Pulse, Rejected, SensorEvent, printable_sample
 from kiosk.exc import ConfigError
 from kiosk.sensors.base import Sensor
@@ -71,7 +78,6 @@ _DEFAULT_PATTERNS = {
     "events": r"(?P<direction>in|out)(?:\s+(?P<count>[0-9]+))?",
     "cumulative": r"total\s+in\s*=\s*(?P<in_total>[0-9]+)[\s,;]+out\s*=\s*(?P<out_total>[0-9]+)",
 }
-_REQUIRED_GROUPS = {"events": ("direction",), "cumulative": ("in_total", "out_total")}
 _NO_MATCH = {
     "events": "not IN, OUT, IN <n> or OUT <n>",
     "cumulative": "not TOTAL IN=<n> OUT=<n>",
@@ -99,18 +105,9 @@ def _compile_pattern(pattern: str | None, mode: str, sensor_id: str | None) -> r
     if not isinstance(pattern, str):
         raise ConfigError(f"{where}pattern must be a string, got {type(pattern).__name__}")
     try:
-        compiled = re.compile(pattern, _FLAGS)
-    except re.error as exc:
-        raise ConfigError(
-            f"{where}pattern {pattern!r} is not a valid regular expression: {exc}"
-        ) from None
-    for group in _REQUIRED_GROUPS[mode]:
-        if group not in compiled.groupindex:
-            raise ConfigError(
-                f"{where}pattern must have a named group {group!r} in {mode} mode, "
-                f"e.g. (?P<{group}>...)"
-            )
-    return compiled
+        return compile_serial_pattern(pattern, mode)
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def validate_pattern(pattern: str | None, mode: str, *, sensor_id: str | None = None) -> None:

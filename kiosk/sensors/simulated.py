@@ -57,7 +57,6 @@ import heapq
 import logging
 import math
 import random
-import re
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -66,7 +65,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from kiosk.clock import Clock
-from kiosk.config import DEVICE_KEYS, SENSOR_KEYS, Key, check_values, number_check
+from kiosk.config import DEVICE_KEYS, SENSOR_KEYS, Key, check_values, number_check, parse_hours
 from kiosk.events import Emit, Pulse, SensorEvent
 from kiosk.exc import ConfigError
 from kiosk.sensors.base import Sensor
@@ -83,8 +82,6 @@ _LUNCH_H, _LUNCH_SD, _LUNCH_AMP = 12.5, 0.7, 1.0
 _AFTERNOON_H, _AFTERNOON_SD, _AFTERNOON_AMP = 16.75, 0.55, 0.6
 _OPEN_RAMP_H, _OPEN_FLOOR = 0.75, 0.5  # rate at opening is 50 % of the plateau
 _CLOSE_RAMP_H, _CLOSE_FLOOR = 1.0, 0.35  # ... and 35 % just before closing
-
-_HOURS_RE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
 
 #: The constructor's options: the ``[[sensors]]`` keys of :data:`kiosk.config.SENSOR_KEYS`
 #: plus two that the daemon sets itself (the zone of ``[device]`` and the thread's tick).
@@ -123,32 +120,6 @@ def traffic_shape(h: float, open_h: float, close_h: float) -> float:
     ramp_in = _OPEN_FLOOR + (1.0 - _OPEN_FLOOR) * _smoothstep((h - open_h) / _OPEN_RAMP_H)
     ramp_out = _CLOSE_FLOOR + (1.0 - _CLOSE_FLOOR) * _smoothstep((close_h - h) / _CLOSE_RAMP_H)
     return level * ramp_in * ramp_out
-
-
-def parse_hours(text: str) -> tuple[float, float]:
-    """``"08:00-20:00"`` → ``(8.0, 20.0)`` (local hours).  ``24:00`` is allowed as closing.
-
-    Raises :class:`ValueError` with a readable reason.  Overnight hours (closing
-    before opening) are not supported.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"expected a string such as '08:00-20:00', found {text!r}")
-    m = _HOURS_RE.fullmatch(text)
-    if not m:
-        raise ValueError(f"expected opening hours such as '08:00-20:00', found {text!r}")
-    oh, om, ch, cm = (int(g) for g in m.groups())
-    for hh, mm in ((oh, om), (ch, cm)):
-        if mm > 59 or hh > 24 or (hh == 24 and mm != 0):
-            raise ValueError(f"{hh:02d}:{mm:02d} in {text!r} is not a time of day (00:00–24:00)")
-    if oh == 24:
-        raise ValueError(f"opening time 24:00 in {text!r} is not a time of day")
-    open_h, close_h = oh + om / 60.0, ch + cm / 60.0
-    if close_h <= open_h:
-        raise ValueError(
-            f"closing time {ch:02d}:{cm:02d} is not after opening time {oh:02d}:{om:02d} "
-            f"in {text!r} (overnight opening hours are not supported)"
-        )
-    return open_h, close_h
 
 
 @dataclass(frozen=True, slots=True)
