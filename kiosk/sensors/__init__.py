@@ -13,7 +13,12 @@ from kiosk.sensors.base import Sensor
 def build_sensor(
     sc: SensorConfig, *, emit: Emit, clock: Clock, timezone: str, pin_factory: Any = None
 ) -> Sensor:
-    """The sensor object for one ``[[sensors]]`` table (nothing is opened until ``start``)."""
+    """The sensor object for one ``[[sensors]]`` table (nothing is opened until ``start``).
+
+    ``sc.options`` were checked by :mod:`kiosk.config` against ``SENSOR_KEYS``, the same
+    schema the constructors take their defaults and checks from, so a config that
+    ``kiosk check-config`` accepts builds here.
+    """
     opts = dict(sc.options)
     if sc.type == "gpio":
         from kiosk.sensors.gpio import GPIOSensor
