@@ -227,7 +227,7 @@ def plan(store: Store, rows: list[Row], *, replace_imported: bool, tz: ZoneInfo,
     for sid, rs in by_sensor.items():
         lo, hi = min(r.start for r in rs), max(r.end for r in rs)
         counted = store.counted_starts(sid, lo, hi)
-        first = store.first_counted(sid)
+        since_s = store.first_counted(sid)  # UTC s of the sensor's first own bucket
         imported = store.import_rows_overlapping(sid, lo, hi)
         for r in rs:
             if upload_period_s and r.start // upload_period_s != (r.end - 1) // upload_period_s:
@@ -237,9 +237,9 @@ def plan(store: Store, rows: list[Row], *, replace_imported: bool, tz: ZoneInfo,
                                          f"then kept for local reports only)"))
                 continue
             if any(r.start <= s < r.end for s in counted) or (
-                    first is not None and r.end > first
+                    since_s is not None and r.end > since_s
                     and any(a < r.end and b > r.start for a, b in runs)):
-                since = local_text(first, tz, seconds=False) if first is not None else "?"
+                since = local_text(since_s, tz, seconds=False) if since_s is not None else "?"
                 problems.append((r.line, f"line {r.line}: {_span(r)} overlaps counts this kiosk "
                                          f"recorded for {sid} (it counts {sid} since {since}); "
                                          f"only earlier periods can be imported"))

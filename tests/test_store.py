@@ -53,6 +53,29 @@ def test_migrations_are_idempotent(tmp_path):
     s.close()
 
 
+def test_reader_tells_a_database_that_needs_migrating(tmp_path, caplog):
+    """open_reader never migrates; it names what `kiosk run` would still apply."""
+    Store.open(tmp_path / "c.db").close()
+    with Store.open_reader(tmp_path / "c.db") as r:
+        assert r.pending_migrations == []
+    conn = sqlite3.connect(tmp_path / "c.db")
+    conn.execute("DELETE FROM _sqlite_migrations WHERE name IN ('m003_staff', 'm004_fewer_indexes')")
+    conn.commit()
+    conn.close()
+    with caplog.at_level("WARNING", logger="kiosk.store"), Store.open_reader(tmp_path / "c.db") as r:
+        assert r.pending_migrations == ["m003_staff", "m004_fewer_indexes"]
+    assert "`kiosk run` migrates it" in caplog.text
+
+
+def test_cli_import_does_not_load_sqlite_utils():
+    import subprocess
+    import sys
+
+    code = "import sys, kiosk.cli; print('sqlite_utils' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_upsert_adds_not_overwrites(writer, store, clock):
     for _ in range(3):
         writer.handle(Pulse("a", T0 + 10, "in"))

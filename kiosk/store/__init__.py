@@ -165,10 +165,6 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
 
     # -- the whole file ----------------------------------------------------------------------
 
-    def has_table(self, name: str) -> bool:
-        """True if the database has table ``name`` (older databases lack later tables)."""
-        return self.db[name].exists()
-
     def size_bytes(self) -> int:
         """Bytes on disk of the database and its WAL."""
         total = 0

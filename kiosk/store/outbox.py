@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 
 class UploadState(StrEnum):
@@ -190,9 +190,3 @@ class OutboxMixin:
                 "UPDATE uploads SET state = ?, revision = revision + attempted,"
                 " attempted = 0, error = NULL WHERE state = ?",
                 (UploadState.PENDING, UploadState.QUARANTINED)).rowcount
-
-    def outbox_rows(self) -> dict[tuple[str, int], tuple[Any, ...]]:
-        """(in, out, coverage, revision, state) of every total by (sensor_id, start)."""
-        return {(r[0], r[1]): tuple(r[2:]) for r in self.conn.execute(
-            "SELECT sensor_id, start, in_count, out_count, coverage, revision, state"
-            " FROM uploads")}

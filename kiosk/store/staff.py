@@ -23,7 +23,7 @@ def insert_annotation(conn: sqlite3.Connection, *, start: int, end: int, sensor_
     cur = conn.execute(
         "INSERT INTO annotations (start, end, sensor_id, kind, note, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)", (start, end, sensor_id, kind, note, now))
-    return int(cur.lastrowid)
+    return int(cur.lastrowid or 0)
 
 
 def annotation(conn: sqlite3.Connection, annotation_id: int) -> tuple[dict[str, Any], float | None] | None:
@@ -49,7 +49,7 @@ def insert_import(conn: sqlite3.Connection, *, file: str, sha256: str, now: floa
         " sensors, replaced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (file, sha256, now, rows, int(upload), first_start, last_end, ",".join(sensors),
          replaced))
-    return int(cur.lastrowid)
+    return int(cur.lastrowid or 0)
 
 
 def drop_imported_row(conn: sqlite3.Connection, sensor_id: str, start: int) -> None:
