@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import fill_sample_db  # noqa: E402
+from tests.conftest import fill_sample_db
 
 
 def median_ms(argv: list[str], runs: int) -> float:

@@ -42,7 +42,7 @@ def report_command(span: str, date_text: str | None, config_path: str | None, db
         now = time.time()
         daemon = store.meta("daemon") or {}
         if daemon.get("speed", 1) != 1:  # an accelerated demo: its clock is the present
-            last = store.conn.execute("SELECT max(last_seen) FROM runs").fetchone()[0]
+            last = store.latest_last_seen()
             now = max(now, last or now)
         day = parse_report_date(date_text, span, tz, now=now)
         rep = build_report(store, span=span, date=day, tz=tz, now=now,
