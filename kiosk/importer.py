@@ -319,7 +319,7 @@ def import_file(store: Store, path: str, *, tz: ZoneInfo, upload: bool = False,
         if prev is not None:
             return Result(None, Plan([], [], [], [], []), already=prev)
     rows, problems, lines = parse_csv(data, now=now)
-    kw = {"replace_imported": replace_imported, "tz": tz, "known": known,
+    kw: dict[str, Any] = {"replace_imported": replace_imported, "tz": tz, "known": known,
           "any_sensor": any_sensor, "upload_period_s": upload_period_s, "upload": upload}
     if problems or dry_run:
         # the good rows are checked against the database too: one run lists every problem

@@ -55,8 +55,10 @@ def parse_when(text: str, tz: ZoneInfo, *, now: float) -> float:
 
 def local_text(ts: float, tz: ZoneInfo, *, seconds: bool = True) -> str:
     """``2026-11-22 09:02:13 +02:00`` (``seconds=False``: ``2026-11-22 09:02 +02:00``)."""
+    from kiosk.periods import utc_offset_s
+
     dt = datetime.fromtimestamp(ts, tz)
-    off = int(dt.utcoffset().total_seconds()) // 60
+    off = utc_offset_s(ts, tz) // 60
     sign = "+" if off >= 0 else "-"
     fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
     return f"{dt.strftime(fmt)} {sign}{abs(off) // 60:02d}:{abs(off) % 60:02d}"

@@ -41,6 +41,12 @@ class Total:
                 "coverage": round(self.coverage, 4)}
 
 
+def utc_offset_s(ts: float, tz: ZoneInfo) -> int:
+    """The offset of local time in ``tz`` from UTC at UTC second ``ts``, in seconds."""
+    off = datetime.fromtimestamp(ts, tz).utcoffset()
+    return int(off.total_seconds()) if off is not None else 0
+
+
 def iso_utc(ts: float) -> str:
     """``2026-11-22T07:00:00Z`` (whole seconds)."""
     return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -119,10 +125,10 @@ def totals(
     out = []
     for sid in sensors:
         for k, (s, e) in enumerate(bounds):
-            acc = sums.get((sid, k))
-            if acc is None and covs[k] <= 0:
+            got = sums.get((sid, k))
+            if got is None and covs[k] <= 0:
                 continue
-            i, o = acc or (0, 0)
+            i, o = got or (0, 0)
             out.append(Total(sid, s, e, i, o, covs[k]))
     return out
 

@@ -110,7 +110,7 @@ def _short(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else "-"
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -462,7 +462,7 @@ class Uploader:
         return self.store.outbox_row(sid, start)
 
     def _succeeded(self, n: int, *, took: float = 0.0, status: int | None = None,
-                   first: tuple | None = None, health_only: bool = False) -> None:
+                   first: tuple[str, int] | None = None, health_only: bool = False) -> None:
         was_paused = self.state.get("paused")
         self._save_state(last_success_at=self.clock.now(), failures=0, paused=False,
                          last_error=None, next_attempt_at=None)
@@ -471,8 +471,8 @@ class Uploader:
         if health_only:
             log.info("health report sent")
         else:
-            self.journal("INFO", f"sent {n} total(s) from {iso_utc(first[1])}: HTTP {status} "
-                                 f"in {took:.2f} s")
+            since = iso_utc(first[1]) if first else "?"
+            self.journal("INFO", f"sent {n} total(s) from {since}: HTTP {status} in {took:.2f} s")
 
     def _failed(self, outcome: Outcome) -> Outcome:
         failures = int(self.state.get("failures", 0)) + 1

@@ -39,11 +39,13 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from kiosk.exc import ExportError
-from kiosk.periods import iso_local, local_midnight
+from kiosk.periods import iso_local, local_midnight, utc_offset_s
 
 if TYPE_CHECKING:  # SQLite loads only when a report runs (fast --help)
     from kiosk.store import Store
 from kiosk.buckets import BUCKET_S
+
+_Date = date  #: the type, for annotations inside build_report (its parameter ``date`` hides it)
 
 SPANS = ("day", "week", "month", "year")
 VISITS = ("in", "in+out/2")
@@ -165,7 +167,7 @@ def offset_label(seconds: float) -> str:
 
 
 def _offset(ts: float, tz: ZoneInfo) -> int:
-    return int(datetime.fromtimestamp(ts, tz).utcoffset().total_seconds())
+    return utc_offset_s(ts, tz)
 
 
 # -- reading the database --------------------------------------------------------------------
@@ -348,7 +350,7 @@ def build_report(store: Store, *, span: str, date: date, tz: ZoneInfo, visits: s
     annotations = _annotations(store, lo, hi, sensor_ids, tz)
     day_units, day_rows = q.by_day(lo, until)
 
-    def day_has_data(d: date) -> bool:
+    def day_has_data(d: _Date) -> bool:
         s, e = bounds[d]
         return s < until and (day_rows.get(d, 0) > 0 or cover(s, min(e, until)) > 0)
 
@@ -384,7 +386,7 @@ def build_report(store: Store, *, span: str, date: date, tz: ZoneInfo, visits: s
     avg_days = [d for d in with_data if bounds[d][1] <= now and d not in closed]
     site_day = {d: sum(day_units.get((s, d), 0) for s in sensor_ids) for d in days}
 
-    def average(ds: list[date]) -> dict[str, Any]:
+    def average(ds: list[_Date]) -> dict[str, Any]:
         n = len(ds)
         u = sum(site_day[d] for d in ds)
         return {"visits": (2 * u + q.div * n) // (2 * q.div * n) if n else None, "days": n}
@@ -472,7 +474,7 @@ def _hour_info(start: int, units: int, q: _Reader, tz: ZoneInfo) -> dict[str, An
     s = datetime.fromtimestamp(start, tz)
     e = datetime.fromtimestamp(start + 3600, tz)
     wall_end = s.replace(tzinfo=None) + timedelta(hours=1)  # 03:00–04:00 even when clocks turn
-    off = offset_label(s.utcoffset().total_seconds())
+    off = offset_label(utc_offset_s(start, tz))
     return {"start": s.isoformat(), "end": e.isoformat(), "visits": q.visits(units),
             "label": f"{day_label(s.date())} {s:%H:%M}–{wall_end:%H:%M} ({off})"}
 

@@ -51,7 +51,7 @@ from kiosk.config import (
     cross_check,
     number_check,
 )
-from kiosk.events import Emit, Pulse, Rejected, SensorEvent, printable_sample
+from kiosk.events import Direction, Emit, Pulse, Rejected, SensorEvent, printable_sample
 from kiosk.exc import ConfigError
 from kiosk.sensors.base import Sensor
 
@@ -82,7 +82,7 @@ _NO_MATCH = {
     "events": "not IN, OUT, IN <n> or OUT <n>",
     "cumulative": "not TOTAL IN=<n> OUT=<n>",
 }
-_DIRECTIONS = {"in": "in", "entry": "in", "out": "out", "exit": "out"}
+_DIRECTIONS: dict[str, Direction] = {"in": "in", "entry": "in", "out": "out", "exit": "out"}
 
 _HINTS = {
     errno.ENOENT: "is the cable plugged in? check ls /dev/serial/by-id/",
@@ -273,7 +273,7 @@ class SerialSensor(Sensor):
     # -- port handling ----------------------------------------------------------
 
     def _open_port(self) -> Any:
-        kwargs = {"baudrate": self.baudrate, "timeout": self.read_timeout_s}
+        kwargs: dict[str, Any] = {"baudrate": self.baudrate, "timeout": self.read_timeout_s}
         try:
             return serial.serial_for_url(self.port, exclusive=True, **kwargs)
         except TypeError:
@@ -459,7 +459,8 @@ class SerialSensor(Sensor):
                 "WARNING",
             ))
             return
-        for direction, delta in zip(("in", "out"), deltas, strict=True):
+        both: tuple[Direction, Direction] = ("in", "out")
+        for direction, delta in zip(both, deltas, strict=True):
             if delta > 0:
                 self.counted[direction] += delta
                 self.emit(Pulse(self.id, ts, direction, delta))
