@@ -120,6 +120,19 @@ def _identifier(value: str) -> str:
     return value
 
 
+def check_db_path(value: str) -> str:
+    """A file path for the database; raises :class:`ValueError` for one where counts would be
+    lost (empty, ``:memory:``, a URI) or cannot be written (a directory)."""
+    text = value.strip()
+    if not text:
+        raise ValueError("an empty path makes SQLite use a temporary file: every count would be lost")
+    if text == ":memory:" or text.startswith("file:"):
+        raise ValueError("the database must be a file on disk, or every count is lost at exit")
+    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+        raise ValueError("that is a directory; name the file, e.g. /var/lib/kiosk/counts.db")
+    return value
+
+
 def check_timezone(value: str) -> str:
     """An IANA zone name such as ``Europe/Helsinki``; raises :class:`ValueError`."""
     try:
@@ -237,7 +250,8 @@ DEVICE_KEYS = _keys(
 )
 STORAGE_KEYS = _keys(
     Key("path", (str,), "/var/lib/kiosk/counts.db",
-        "a file path such as '/var/lib/kiosk/counts.db'", None, "the SQLite database"),
+        "a file path such as '/var/lib/kiosk/counts.db'", check_db_path,
+        "the SQLite database file (not a directory, not ':memory:')"),
     _num_key("flush_interval_s", 2.0, "seconds", 0, 60, lo_open=True,
              expected="seconds between 0 and 60 (a kill -9 loses at most this much)",
              doc="seconds between flushes of pending counts to SQLite (0 < s ≤ 60)"),

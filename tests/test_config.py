@@ -421,3 +421,17 @@ def test_every_key_has_a_doc_and_an_expected_text():
         for name, spec in keys.items():
             assert spec.name == name and spec.expected, name
             assert spec.doc, f"{name} has no doc"
+
+
+@pytest.mark.parametrize("path, why", [
+    ("", "every count would be lost"),
+    ("   ", "every count would be lost"),
+    (":memory:", "must be a file on disk"),
+    ("file:counts.db?mode=memory", "must be a file on disk"),
+    ("/tmp", "that is a directory"),
+    ("/var/lib/kiosk/", "that is a directory"),
+])
+def test_storage_path_that_would_lose_counts_is_refused(path, why):
+    (line,) = problems(GOOD.replace('path = "/tmp/x.db"', f"path = {path!r}".replace("'", '"')))
+    assert line.startswith("k.toml: [storage] path: expected a file path")
+    assert why in line

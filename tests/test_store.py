@@ -270,3 +270,46 @@ def test_light_flush_leaves_heartbeat_fields_for_the_heartbeat(writer, store, cl
     assert store.runs(0, 2e10)[0][1] == T0 + 10
     assert store.sensor_rows()[0]["last_pulse"] == T0 + 10
     assert store.meta("x") == 2
+
+
+def test_a_database_from_a_newer_kiosk_is_refused_by_name(tmp_path):
+    path = tmp_path / "newer.db"
+    with Store.open(path) as s, s.write() as conn:
+        conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at)"
+                     " VALUES ('kiosk', 'm099_future', '2030-01-01')")
+    with pytest.raises(StorageError, match=r"newer kiosk \(migration m099_future is unknown"):
+        Store.open(path)
+
+
+def test_another_applications_database_gets_no_kiosk_tables(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE customers (id INTEGER)")
+    c.close()
+    with pytest.raises(StorageError, match="another application's SQLite database"):
+        Store.open(path)
+    with sqlite3.connect(path) as c:
+        names = [r[0] for r in c.execute("SELECT name FROM sqlite_master")]
+    c.close()
+    assert names == ["customers"]
+
+
+def test_run_refuses_a_foreign_database_in_one_line(tmp_path, config_file):
+    import subprocess
+    import sys
+
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE customers (id INTEGER)")
+    c.close()
+    cfg = config_file("""
+[[sensors]]
+id = "sim"
+type = "simulated"
+""")
+    r = subprocess.run([sys.executable, "-m", "kiosk", "run", "--config", str(cfg), "--db", str(db)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("kiosk: error: ")
+    assert "another application's SQLite database (tables customers)" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -46,7 +46,7 @@ from kiosk.exc import StorageError
 from kiosk.store.counts import CountsMixin, RunRow, SensorRow
 from kiosk.store.journal import JournalEntry, JournalMixin, insert_journal
 from kiosk.store.outbox import Backlog, OutboxMixin, OutboxRow, StoredRequest, UploadState
-from kiosk.store.schema import is_kiosk_database, migrations, pending_migrations
+from kiosk.store.schema import check_ours, is_kiosk_database, migrations, pending_migrations
 from kiosk.store.staff import StaffMixin
 
 __all__ = [
@@ -100,7 +100,10 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
             # FULL: a committed flush survives a power cut, not only a crash.
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
+            check_ours(db, path)
             migrations.apply(db)
+        except StorageError:
+            raise
         except sqlite3.DatabaseError as e:
             raise StorageError(_explain(path, e)) from e
         except OSError as e:

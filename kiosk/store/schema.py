@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from kiosk.exc import StorageError
+
 migrations = Migrations("kiosk")
 
 
@@ -155,3 +157,28 @@ def pending_migrations(db: sqlite_utils.Database) -> list[str]:
 def is_kiosk_database(db: sqlite_utils.Database) -> bool:
     """True if ``db`` was made by the kiosk: it has the ``counts`` table of m001."""
     return db["counts"].exists()
+
+
+def unknown_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Migrations recorded in ``db`` that this kiosk does not know: a newer kiosk made it."""
+    known = {m.name for m in migrations.pending(sqlite_utils.Database(memory=True))}
+    return [m.name for m in migrations.applied(db) if m.name not in known]
+
+
+def check_ours(db: sqlite_utils.Database, path: str) -> None:
+    """Refuse a database this kiosk must not write: another application's SQLite file
+    (tables, but not ours) or one a newer kiosk migrated.  An empty file is ours to create.
+
+    :raises StorageError: naming what was found and what to do.
+    """
+    tables = [t for t in db.table_names() if not t.startswith("sqlite_")]
+    if tables and not is_kiosk_database(db):
+        shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise StorageError(
+            f"{path}: another application's SQLite database (tables {shown}); the kiosk does "
+            f"not add its tables to it: set [storage] path to a file of its own")
+    unknown = unknown_migrations(db)
+    if unknown:
+        raise StorageError(
+            f"{path}: made by a newer kiosk (migration {', '.join(unknown)} is unknown to this "
+            f"version); install that kiosk version or newer, or restore a backup made by this one")
