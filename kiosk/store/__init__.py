@@ -60,9 +60,40 @@ log = logging.getLogger("kiosk.store")
 BUSY_TIMEOUT_MS = 10_000
 
 
+DB_FILE_MODE = 0o660  #: The database file, before the umask: the service user and its group.
+
+
+def _create_group_writable(path: str) -> None:
+    """Create ``path`` (if missing) with :data:`DB_FILE_MODE` less the umask.
+
+    SQLite would create it 0644, and gives its ``-wal``/``-shm`` files the database file's
+    mode; with the unit's ``UMask=0007`` that makes them 0640, so a ``-shm`` a group member's
+    reader happened to create could not be written by the daemon.  At 0660 the group shares
+    them whoever creates them (with a setgid state directory they all belong to the group).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _no_access(path: str) -> str:
+    """The one line for a user who may not read the database's directory."""
+    return (f"{path}: permission denied; the database is readable by the service user and "
+            f"group kiosk: run as a member (sudo usermod -aG kiosk $USER, then log in again) "
+            f"or with sudo")
+
+
 def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection with our busy timeout.  ``readonly``: ``mode=ro``, and ``immutable=1``
+    when the database has no ``-wal`` file (no writer has it open, and the last one checkpointed
+    everything into the main file), so that a reader never creates ``-wal``/``-shm`` files of its
+    own, owned by its user, which would lock the daemon out of its own database."""
     if readonly:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
+        if not os.path.exists(path + "-wal"):
+            uri += "&immutable=1"
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                                check_same_thread=False)
     else:
@@ -94,6 +125,8 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
         path = str(path)
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if path != ":memory:":
+                _create_group_writable(path)
             conn = _connect(path)
             db = sqlite_utils.Database(conn, execute_plugins=False)
             db.execute("PRAGMA journal_mode = WAL")
@@ -106,6 +139,8 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
             raise
         except sqlite3.DatabaseError as e:
             raise StorageError(_explain(path, e)) from e
+        except PermissionError:
+            raise StorageError(_no_access(path)) from None
         except OSError as e:
             raise StorageError(f"{path}: cannot create the database: {e.strerror or e}") from e
         return cls(db, path)
@@ -118,13 +153,17 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
         :attr:`pending_migrations` set and a warning that ``kiosk run`` migrates it.
         """
         path = str(path)
-        if not Path(path).exists():
+        try:
+            exists = Path(path).exists()
+        except PermissionError:
+            raise StorageError(_no_access(path)) from None
+        if not exists:
             raise StorageError(
                 f"{path}: no database yet; it is created when `kiosk run` first starts "
                 f"(check [storage] path in the config)"
             )
         try:
-            conn = _connect(path, readonly=not os.access(Path(path).parent, os.W_OK))
+            conn = _connect(path, readonly=True)
             conn.execute("PRAGMA query_only = ON")
             db = sqlite_utils.Database(conn, execute_plugins=False)
             if not is_kiosk_database(db):
