@@ -115,3 +115,23 @@ def test_status_of_stopped_daemon(filled_db):
     info = json.loads(r.output)
     assert info["daemon"]["state"] == "stopped"
     assert {s["sensor_id"] for s in info["sensors"]} == {"a", "b"}
+
+
+def test_fatal_errors_reach_the_journal_at_priority_err(tmp_path):
+    """Under systemd (JOURNAL_STREAM set) each error line carries the syslog prefix <3>."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[device]\nid = "a"\nsite = "b"\n[storage]\nflush_interval_s = "fast"\n')
+    env = {**os.environ, "JOURNAL_STREAM": "8:12345"}
+    r = subprocess.run([sys.executable, "-m", "kiosk", "run", "--config", str(bad)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines and all(line.startswith("<3>kiosk: ") for line in lines), r.stderr
+    env.pop("JOURNAL_STREAM")
+    r = subprocess.run([sys.executable, "-m", "kiosk", "run", "--config", str(bad)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.stderr.startswith("kiosk: error: ")

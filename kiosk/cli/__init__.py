@@ -7,6 +7,7 @@ The library (everything outside ``kiosk.cli``) never imports this package.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -26,10 +27,14 @@ class KioskGroup(click.Group):
         except KioskError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            # Under systemd a "<3>" prefix gives the line priority err in the journal, so
+            # that `journalctl -p err` shows why the service failed (stderr is info otherwise).
+            prio = "<3>" if os.environ.get("JOURNAL_STREAM") else ""
             for line in str(e).splitlines() or [type(e).__name__]:
-                click.echo(f"kiosk: error: {line}", err=True)
+                click.echo(f"{prio}kiosk: error: {line}", err=True)
             if isinstance(e, ConfigError) and len(e.problems) > 1:
-                click.echo(f"kiosk: {len(e.problems)} problems in the configuration", err=True)
+                click.echo(f"{prio}kiosk: {len(e.problems)} problems in the configuration",
+                           err=True)
             ctx.exit(2 if isinstance(e, ConfigError) else 1)
 
 
