@@ -31,6 +31,13 @@ class Clock(Protocol):
     def wait(self, event: threading.Event, seconds: float) -> bool:
         """Wait up to ``seconds`` of clock time for ``event``; return ``event.is_set()``."""
 
+    def real_timeout(self, seconds: float) -> float:
+        """Real seconds to block (e.g. on a queue) while ``seconds`` of clock time pass.
+
+        A :class:`ManualClock` answers a short poll interval, so a loop blocking on a
+        queue re-reads :meth:`monotonic` soon after a test advances the clock.
+        """
+
 
 class SystemClock:
     """The real clock of the machine."""
@@ -49,6 +56,9 @@ class SystemClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds))
+
+    def real_timeout(self, seconds: float) -> float:
+        return max(0.0, seconds)
 
 
 class ScaledClock:
@@ -77,6 +87,9 @@ class ScaledClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds) / self.speed)
+
+    def real_timeout(self, seconds: float) -> float:
+        return max(0.0, seconds) / self.speed
 
 
 class ManualClock:
@@ -119,6 +132,11 @@ class ManualClock:
 
     def sleep(self, seconds: float) -> None:
         self.wait(threading.Event(), seconds)
+
+    POLL_S = 0.005  #: Real seconds a queue wait blocks before the clock is read again.
+
+    def real_timeout(self, seconds: float) -> float:
+        return min(max(0.0, seconds), self.POLL_S)
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         with self._cond:

@@ -5,6 +5,12 @@ the database; sensor callbacks and reader threads only timestamp and enqueue.
 
 Durability: SIGTERM or Ctrl-C drains the queue and flushes, so nothing is lost;
 ``kill -9`` or a power cut loses at most the last ``flush_interval_s``.
+
+Timers read the injected clock (``clock.monotonic()``), so a :class:`~kiosk.clock.ManualClock`
+drives the loop in tests.  ``flush_interval_s``, :data:`TICK_S` and :data:`PRUNE_EVERY_S`
+are *real* seconds (the SD card's sake): the loop waits ``interval * clock.speed`` clock
+seconds, so an accelerated demo does not commit ``speed`` times as often.  The systemd
+watchdog ping is a real-time deadline and stays on :func:`time.monotonic`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from kiosk.config import Config
 from kiosk.config import load as load_config
 from kiosk.events import SensorEvent
 from kiosk.exc import ConfigError, SensorError, StorageError
-from kiosk.sensors import build_sensors
+from kiosk.sensors import build_sensor, build_sensors
 from kiosk.sensors.base import Sensor
 from kiosk.store import Store
 from kiosk.writer import Writer
@@ -77,6 +83,7 @@ class Daemon:
         self._upload: Any = None
         self._service_factories = services or []
         self._services: list[Any] = []
+        self._sensor_configs: dict[str, Any] = {}
         self._stop_signal: int | None = None
         self._reload = False
         self.started_at = 0.0
@@ -131,6 +138,16 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def _w(self) -> Writer:
+        """The writer (only while :meth:`run` runs)."""
+        assert self.writer is not None, "the daemon is not running"
+        return self.writer
+
+    def _st(self) -> Store:
+        """The store (only while :meth:`run` runs)."""
+        assert self.store is not None, "the daemon is not running"
+        return self.store
+
     @property
     def run_id(self) -> int | None:
         """The id of the live run record (``runs`` table) while counting, else None."""
@@ -155,27 +172,30 @@ class Daemon:
     def _start_sensors(self) -> None:
         self.sensors = build_sensors(self.config, emit=self.queue.put, clock=self.clock,
                                      pin_factory=self.pin_factory)
-        started = 0
-        for sensor in self.sensors:
-            try:
-                sensor.start()
-                started += 1
-            except SensorError as e:
-                self.writer.handle(SensorEvent(sensor.id, self.clock.now(), "state",
-                                               f"cannot start: {e}", "ERROR", "down"))
+        self._sensor_configs = {sc.id: sc for sc in self.config.sensors}
+        started = sum(self._start_one(sensor) for sensor in self.sensors)
         if self.sensors and not started:
-            self.writer.flush()
+            self._w().flush()
             raise SensorError("no sensor could be started; see the messages above")
 
-    def _stop_sensors(self) -> None:
-        for sensor in self.sensors:
+    def _start_one(self, sensor: Sensor) -> bool:
+        try:
+            sensor.start()
+            return True
+        except SensorError as e:
+            self._w().handle(SensorEvent(sensor.id, self.clock.now(), "state",
+                                         f"cannot start: {e}", "ERROR", "down"))
+            return False
+
+    def _stop_sensors(self, sensors: list[Sensor] | None = None) -> None:
+        for sensor in self.sensors if sensors is None else sensors:
             try:
                 sensor.close()
             except Exception as e:  # a broken sensor must not stop the final flush
                 log.error("%s: error while closing: %s", sensor.id, e)
 
     def _meta(self) -> dict[str, Any]:
-        w = self.writer
+        w = self._w()
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -192,23 +212,31 @@ class Daemon:
         }
 
     def _loop(self) -> None:
-        writer = self.writer
-        speed = self.clock.speed
-        flush_every = self.config.storage.flush_interval_s  # real seconds
-        watchdog = systemd.watchdog_period()
-        now_real = time.monotonic()
-        last_flush = last_tick = last_ping = last_prune = last_beat = now_real
-        beat_every = HEARTBEAT_S / min(speed, 60)  # an accelerated demo beats more often
-        last_prune -= PRUNE_EVERY_S - 60  # first sweep a minute after start
-        last_wall, last_mono = self.clock.now(), self.clock.monotonic()
+        writer = self._w()
+        clock = self.clock
+        speed = clock.speed
+        # Intervals in clock seconds; the configured ones are real seconds (see module doc).
+        flush_every = self.config.storage.flush_interval_s * speed
+        tick_every = TICK_S * speed
+        beat_every = HEARTBEAT_S / min(speed, 60) * speed  # an accelerated demo beats more often
+        prune_every = PRUNE_EVERY_S * speed
+        watchdog = systemd.watchdog_period()  # real seconds
+        now = clock.monotonic()
+        last_flush = last_tick = last_prune = last_beat = now
+        last_prune -= prune_every - 60 * speed  # first sweep a (real) minute after start
+        last_ping = time.monotonic()
+        last_wall, last_mono = clock.now(), now
         q = self.queue
         while self._stop_signal is None:
             if writer.pending:  # wake when the next flush is due
-                wait = min(TICK_S, last_flush + flush_every - time.monotonic())
+                wait = min(tick_every - (now - last_tick), last_flush + flush_every - now)
             else:  # nothing to write: sleep until a message or the next tick
-                wait = TICK_S - (time.monotonic() - last_tick)
+                wait = tick_every - (now - last_tick)
+            timeout = clock.real_timeout(wait)
+            if watchdog:
+                timeout = min(timeout, watchdog / 2 - (time.monotonic() - last_ping))
             try:
-                msg = q.get(timeout=max(0.001, wait))
+                msg = q.get(timeout=max(0.001, timeout))
                 for _ in range(DRAIN_MAX):
                     if msg is not _WAKE:
                         writer.handle(msg)
@@ -221,48 +249,57 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self._do_reload()
-            now_real = time.monotonic()
-            if now_real - last_tick >= TICK_S:
-                last_tick = now_real
-                wall, mono = self.clock.now(), self.clock.monotonic()
+            now = clock.monotonic()
+            if now - last_tick >= tick_every:
+                last_tick = now
+                wall, mono = clock.now(), now
                 self._check_clock(last_wall + (mono - last_mono), wall)
                 last_wall, last_mono = wall, mono
                 for sensor in self.sensors:
                     sensor.tick(wall)
-            if now_real - last_beat >= beat_every:  # proves we run; records last pulses
+            if now - last_beat >= beat_every:  # proves we run; records last pulses
                 writer.flush(meta=self._meta())
-                last_flush = last_beat = now_real
-            elif writer.pending and now_real - last_flush >= flush_every:
+                last_flush = last_beat = now
+            elif writer.pending and now - last_flush >= flush_every:
                 writer.flush()
-                last_flush = now_real
-            if now_real - last_prune >= PRUNE_EVERY_S:
-                last_prune = now_real
+                last_flush = now
+            if now - last_prune >= prune_every:
+                last_prune = now
                 self._prune()
             # The loop got round: the writer is alive (a failing disk keeps pinging, since a
             # restart would only lose the counts held in memory).
-            if watchdog and now_real - last_ping >= watchdog / 2:
+            real = time.monotonic()
+            if watchdog and real - last_ping >= watchdog / 2:
                 systemd.watchdog_ping()
-                last_ping = now_real
+                last_ping = real
 
     def _check_clock(self, expected: float, wall: float) -> None:
         step = wall - expected
         if abs(step) <= JUMP_TOLERANCE_S * max(1.0, self.clock.speed):
             return
-        w = self.writer
+        w = self._w()
+        store = self._st()
         w.journal("WARNING", "clock-jump",
                   f"the wall clock stepped by {step:+.0f} s (NTP sync or manual change); "
                   f"the running record is split so the gap is not counted as running")
         try:
-            self.store.end_run(w.run_id, now=expected, reason="clock-jump")
-            w.run_id = self.store.start_run(now=wall, pid=os.getpid(), version=__version__)
+            store.end_run(w.run_id, now=expected, reason="clock-jump")
+            w.run_id = store.start_run(now=wall, pid=os.getpid(), version=__version__)
+            self._tell_uploader_run_id()
         except StorageError as e:  # counting goes on; the run record is only less exact
             log.error("could not split the running record after the clock jump: %s", e)
         w.flush(meta=self._meta())
 
+    def _tell_uploader_run_id(self) -> None:
+        """Point the upload service's :class:`~kiosk.upload.Uploader` at the new live run."""
+        uploader = getattr(self._upload, "uploader", None)
+        if uploader is not None and hasattr(uploader, "live_run_id"):
+            uploader.live_run_id = self.run_id
+
     def _prune(self) -> None:
         s = self.config.storage
         try:
-            n = self.store.prune(now=self.clock.now(), event_retention_days=s.event_retention_days,
+            n = self._st().prune(now=self.clock.now(), event_retention_days=s.event_retention_days,
                                  journal_retention_days=s.journal_retention_days)
             if n:
                 log.info("removed %d raw events/journal lines past retention", n)
@@ -270,7 +307,14 @@ class Daemon:
             log.warning("retention sweep failed (will try again in an hour): %s", e)
 
     def _do_reload(self) -> None:
-        w = self.writer
+        """Re-read the config; rebuild only the sensors and services whose config changed.
+
+        A sensor whose :class:`~kiosk.config.SensorConfig` (type and options) is unchanged
+        keeps running, so it drops no pulse; a changed one is closed and rebuilt; removed
+        ones are closed and new ones started.  The upload service is rebuilt only when
+        ``[upload]`` changed.
+        """
+        w = self._w()
         if not self.config_path:
             w.journal("WARNING", "config-reload", "SIGHUP ignored: no config file to re-read")
             return
@@ -284,12 +328,43 @@ class Daemon:
             w.journal("ERROR", "config-reload",
                       "config reload refused: [storage] path changed; restart the service")
             return
-        self._stop_sensors()
+        old_cfg = self.config
+        tz_changed = new.device.timezone != old_cfg.device.timezone
+        keep: dict[str, Sensor] = {}
+        for sensor in self.sensors:
+            sc = self._sensor_configs.get(sensor.id)
+            if not tz_changed and sc is not None and sc in new.sensors:
+                keep[sensor.id] = sensor
+        gone = [s for s in self.sensors if s.id not in keep]
+        self._stop_sensors(gone)
         self._drain()
         self.config = new
         w.set_sensors(self._kinds())
-        self._start_sensors()
-        w.journal("INFO", "config-reload", f"config reloaded from {self.config_path}")
+        sensors: list[Sensor] = []
+        restarted, added = [], []
+        old_ids = {s.id for s in gone}
+        for sc in new.sensors:
+            if sc.id in keep:
+                sensors.append(keep[sc.id])
+                continue
+            sensor = build_sensor(sc, emit=self.queue.put, clock=self.clock,
+                                  timezone=new.device.timezone, pin_factory=self.pin_factory)
+            self._start_one(sensor)
+            sensors.append(sensor)
+            (restarted if sc.id in old_ids else added).append(sc.id)
+        removed = sorted(old_ids - {sc.id for sc in new.sensors})
+        self.sensors = sensors
+        self._sensor_configs = {sc.id: sc for sc in new.sensors}
+        changes = [f"restarted {', '.join(restarted)}"] if restarted else []
+        changes += [f"started {', '.join(added)}"] if added else []
+        changes += [f"closed {', '.join(removed)}"] if removed else []
+        if new.upload != old_cfg.upload:
+            self._stop_upload()
+            self._start_upload()
+            changes.append("uploads rebuilt")
+        w.journal("INFO", "config-reload",
+                  f"config reloaded from {self.config_path}: "
+                  f"{'; '.join(changes) if changes else 'nothing to rebuild'}")
         w.flush(meta=self._meta())
 
     def _drain(self) -> None:
@@ -299,7 +374,7 @@ class Daemon:
             except queue.Empty:
                 return
             if msg is not _WAKE:
-                self.writer.handle(msg)
+                self._w().handle(msg)
 
     def _shutdown(self) -> None:
         for service in reversed(self._services):

@@ -101,9 +101,11 @@ def test_clock_jump_splits_the_running_record(tmp_path, factory):
         while d.writer is None or not d.sensors or d.sensors[0].state != "ok":
             time.sleep(0.01)
         pulse()
-        time.sleep(1.0)  # a loop tick notes the time
+        clock.advance(0.5)  # the loop's timers read this clock: a tick notes the time
+        time.sleep(0.5)
         clock.jump(3 * 86400)
-        time.sleep(1.5)  # the loop notices the jump
+        clock.advance(0.5)  # the next tick notices the jump
+        time.sleep(0.5)
         pulse()
         clock.advance(600)
         time.sleep(1.0)
