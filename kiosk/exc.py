@@ -30,6 +30,10 @@ class StorageError(KioskError, OSError):
     "The local database could not be opened, migrated or written"
 
 
+class DiskFullError(StorageError):
+    "A write to the local database failed for lack of disk space"
+
+
 class UploadError(KioskError, IOError):
     "An upload to the statistics server failed"
 

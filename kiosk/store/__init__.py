@@ -42,10 +42,11 @@ from pathlib import Path
 import sqlite_utils
 
 from kiosk.buckets import BUCKET_S, bucket_start
-from kiosk.exc import StorageError
+from kiosk.exc import DiskFullError, StorageError
 from kiosk.store.counts import CountsMixin, RunRow, SensorRow
 from kiosk.store.journal import JournalEntry, JournalMixin, insert_journal
 from kiosk.store.outbox import Backlog, OutboxMixin, OutboxRow, StoredRequest, UploadState
+from kiosk.store.reserve import ensure_reserve, release_reserve
 from kiosk.store.schema import check_ours, is_kiosk_database, migrations, pending_migrations
 from kiosk.store.staff import StaffMixin
 
@@ -143,6 +144,8 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
             raise StorageError(_no_access(path)) from None
         except OSError as e:
             raise StorageError(f"{path}: cannot create the database: {e.strerror or e}") from e
+        if path != ":memory:":
+            ensure_reserve(path)
         return cls(db, path)
 
     @classmethod
@@ -194,7 +197,7 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as e:
-            raise StorageError(_explain(self.path, e)) from e
+            raise _storage_error(self.path, e) from e
         try:
             yield conn
             conn.execute("COMMIT")
@@ -202,10 +205,18 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(e, sqlite3.DatabaseError):
-                raise StorageError(_explain(self.path, e)) from e
+                raise _storage_error(self.path, e) from e
             raise
 
     # -- the whole file ----------------------------------------------------------------------
+
+    def release_reserve(self) -> bool:
+        """Free the disk reserve after a write found the disk full; True if there was one."""
+        return release_reserve(self.path) > 0
+
+    def ensure_reserve(self) -> bool:
+        """Make the disk reserve again if it is missing and there is room; True if it exists."""
+        return ensure_reserve(self.path)
 
     def size_bytes(self) -> int:
         """Bytes on disk of the database and its WAL."""
@@ -220,6 +231,12 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` answer (``ok`` when sound)."""
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _storage_error(path: str, e: sqlite3.DatabaseError) -> StorageError:
+    """The :class:`StorageError` (a :class:`DiskFullError` when space ran out) for ``e``."""
+    cls = DiskFullError if "full" in str(e) else StorageError
+    return cls(_explain(path, e))
 
 
 def _explain(path: str, e: sqlite3.DatabaseError) -> str:

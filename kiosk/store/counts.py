@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from kiosk.exc import DiskFullError
 from kiosk.store.journal import JournalEntry, insert_journal
 
 
@@ -86,7 +87,22 @@ class CountsMixin:
         UPSERT with ``count = count + excluded.count``.  ``events`` are (ts, sensor_id,
         direction, count) rows.  ``run_id``'s ``last_seen`` is moved to ``now``; ``meta``
         values (JSON-able) are stored under their keys.
+
+        When the disk is full, the reserve (:mod:`kiosk.store.reserve`) is released and the
+        flush tried once more, so that the counts in hand still reach the disk.
         """
+        args = (now, counts, events, list(sensors), list(journal), run_id, meta)  # retry-safe
+        try:
+            self._write_batch(*args)
+        except DiskFullError:
+            if not self.release_reserve():  # type: ignore[attr-defined]
+                raise
+            self._write_batch(*args)
+
+    def _write_batch(self, now: float, counts: dict[tuple[str, int], list[int]],
+                     events: Sequence[tuple[float, str, str, int]], sensors: Iterable[SensorRow],
+                     journal: Iterable[JournalEntry], run_id: int | None,
+                     meta: dict[str, Any] | None) -> None:
         with self.write() as conn:  # type: ignore[attr-defined]
             if counts:
                 conn.executemany(
@@ -143,6 +159,7 @@ class CountsMixin:
                              (now - event_retention_days * 86400,)).rowcount
             n += conn.execute("DELETE FROM journal WHERE ts < ?",
                               (now - journal_retention_days * 86400,)).rowcount
+        self.ensure_reserve()  # type: ignore[attr-defined]  # again, once there is room
         return n
 
     # -- reads ------------------------------------------------------------------------------

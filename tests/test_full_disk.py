@@ -1,0 +1,107 @@
+"""A full disk: the reserve lets the counts in hand reach the database.
+
+Uses a real, small tmpfs (root only), filled up with a file, as an SD card fills up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from kiosk.exc import DiskFullError
+from kiosk.store import Store
+from kiosk.store.reserve import RESERVE_BYTES, reserve_path
+from tests.conftest import SERIAL_SENSOR, db_totals, integrity, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 6 MiB tmpfs at tmp_path/disk."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte with one file; returns it (delete it to free space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (1 << 20, 65536, 4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def some_counts(n: int, t0: float = 1_764_000_000.0) -> dict[tuple[str, int], list[int]]:
+    return {("a", int(t0) // 900 * 900 + 900 * k): [3, 1] for k in range(n)}
+
+
+def test_reserve_is_real_blocks(small_disk):
+    with Store.open(small_disk / "counts.db"):
+        pass
+    st = os.stat(reserve_path(str(small_disk / "counts.db")))
+    assert st.st_size == RESERVE_BYTES and st.st_blocks * 512 >= RESERVE_BYTES
+
+
+def test_a_full_disk_releases_the_reserve_and_the_flush_lands(small_disk):
+    db = small_disk / "counts.db"
+    store = Store.open(db)
+    fill(small_disk)
+    with pytest.raises(OSError) as e:  # the disk really is full
+        (small_disk / "probe").write_bytes(b"x" * 4096)
+    assert e.value.errno == errno.ENOSPC
+    store.write_batch(now=time.time(), counts=some_counts(2000),
+                      events=[(time.time(), "a", "in", 1)] * 2000)
+    assert not os.path.exists(reserve_path(str(db)))
+    assert db_totals(db) == (6000, 2000)
+    with pytest.raises(DiskFullError, match="the disk is full"):  # no second reserve
+        for k in range(50):
+            store.write_batch(now=time.time(), counts=some_counts(2000, 1_800_000_000.0 + k * 9e6),
+                              events=[(time.time(), "a", "in", 1)] * 5000)
+    store.close()
+
+
+def test_the_reserve_comes_back_when_there_is_room(small_disk):
+    db = small_disk / "counts.db"
+    store = Store.open(db)
+    filler = fill(small_disk)
+    store.write_batch(now=time.time(), counts=some_counts(100))
+    assert not store.ensure_reserve()  # still no room
+    filler.unlink()
+    store.prune(now=time.time(), event_retention_days=30, journal_retention_days=365)
+    assert os.path.getsize(reserve_path(str(db))) == RESERVE_BYTES
+    store.close()
+
+
+def test_sigterm_on_a_full_disk_keeps_every_pulse(small_disk, config_file, daemon, pty_feeder):
+    """The field case: the SD card fills while counting, then the service is stopped."""
+    cfg = config_file(SERIAL_SENSOR.format(port=pty_feeder.link), flush=1.0)
+    db = small_disk / "counts.db"
+    d = daemon(cfg, "--db", str(db))
+    d.wait_ready()
+    pty_feeder.write(b"IN\n" * 100)
+    wait_for(lambda: db_totals(db)[0] == 100, timeout=20, what="first 100 stored")
+    fill(small_disk)
+    pty_feeder.write(b"IN\n" * 500)
+    time.sleep(1.5)  # the daemon reads them; its flush meets the full disk
+    assert d.terminate() == 0, d.output()
+    assert db_totals(db)[0] == 600, d.output()
+    assert integrity(db) == "ok"
+    assert "released the" in d.output()
