@@ -283,7 +283,8 @@ class Daemon:
                   f"the wall clock stepped by {step:+.0f} s (NTP sync or manual change); "
                   f"the running record is split so the gap is not counted as running")
         try:
-            store.end_run(w.run_id, now=expected, reason="clock-jump")
+            if w.run_id is not None:
+                store.end_run(w.run_id, now=expected, reason="clock-jump")
             w.run_id = store.start_run(now=wall, pid=os.getpid(), version=__version__)
             self._tell_uploader_run_id()
         except StorageError as e:  # counting goes on; the run record is only less exact
@@ -341,7 +342,8 @@ class Daemon:
         self.config = new
         w.set_sensors(self._kinds())
         sensors: list[Sensor] = []
-        restarted, added = [], []
+        restarted: list[str] = []
+        added: list[str] = []
         old_ids = {s.id for s in gone}
         for sc in new.sensors:
             if sc.id in keep:
@@ -397,7 +399,8 @@ class Daemon:
         else:
             log.critical("could not write the last counts before stopping: %s", w.stats.last_error)
         try:
-            store.end_run(w.run_id, now=self.clock.now(), reason=name)
+            if w.run_id is not None:
+                store.end_run(w.run_id, now=self.clock.now(), reason=name)
         except Exception as e:
             log.error("could not record the stop time: %s", e)
         store.close()

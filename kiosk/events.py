@@ -5,12 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 Direction = Literal["in", "out"]
 
-#: Sensor states shown in ``kiosk status`` and sent in upload health.
-SENSOR_STATES = ("starting", "ok", "down", "stuck", "simulated")
+
+class SensorState(StrEnum):
+    """Sensor states shown in ``kiosk status`` and sent in upload health (stored as text)."""
+
+    STARTING = "starting"
+    OK = "ok"
+    DOWN = "down"
+    STUCK = "stuck"
+    SIMULATED = "simulated"
+
+
+#: The state names, in order (kept for callers of the old tuple).
+SENSOR_STATES = tuple(SensorState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +39,7 @@ class Pulse:
 class SensorEvent:
     """A change of sensor state or a notable happening (fault, reconnect, device reset).
 
-    ``state`` is the sensor's new state (one of :data:`SENSOR_STATES`) or ``None``
+    ``state`` is the sensor's new state (a :class:`SensorState`) or ``None``
     when the event does not change it.  ``level`` is a logging level name.
     """
 

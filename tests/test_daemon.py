@@ -202,3 +202,136 @@ def test_sighup_reloads_config(config_file, daemon, pty_feeder, tmp_path):
     assert per_sensor == {"door": 5, "front-door": 4}
     kinds = [r[0] for r in conn.execute("SELECT kind FROM journal ORDER BY id")]
     assert "config-reload" in kinds
+
+
+# -- the loop in-process, driven by a ManualClock ---------------------------------------------
+
+
+class _FakeService:
+    """Stands in for the upload service: remembers the [upload] it was built for."""
+
+    def __init__(self, daemon) -> None:
+        self.upload = daemon.config.upload
+        self.started = self.stopped = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def _in_process(cfg_path, clock, driver, **kw):
+    """Run a Daemon in this (main) thread while ``driver(daemon)`` runs in another; the
+    driver's failure is re-raised.  Returns the daemon and run()'s exit status."""
+    import threading
+
+    from kiosk import config as config_mod
+    from kiosk.daemon import Daemon
+
+    d = Daemon(config_mod.load(cfg_path), clock=clock, config_path=str(cfg_path), **kw)
+    errors: list[BaseException] = []
+
+    def wrap() -> None:
+        try:
+            wait_for(lambda: d.writer is not None and d.sensors
+                     and d.sensors[0].state == "ok", what="daemon running")
+            driver(d)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            d.request_stop()
+
+    t = threading.Thread(target=wrap, daemon=True)
+    t.start()
+    rc = d.run()
+    t.join(10)
+    if errors:
+        raise errors[0]
+    return d, rc
+
+
+def test_loop_timers_follow_a_manual_clock(config_file, pty_feeder, tmp_path):
+    from kiosk.clock import ManualClock
+    from kiosk.daemon import HEARTBEAT_S
+
+    clock = ManualClock()
+    db = tmp_path / "counts.db"
+
+    def drive(d) -> None:
+        pty_feeder.write(b"IN 3\n")
+        wait_for(lambda: d.writer.pending, what="pulse handed to the writer")
+        time.sleep(0.3)  # real time passes, clock time does not: no flush
+        assert db_totals(db) == (0, 0)
+        clock.advance(1.0)
+        wait_for(lambda: db_totals(db) == (3, 0), what="flush after one clock interval")
+        flushes = d.writer.stats.flushes
+        time.sleep(0.3)
+        assert d.writer.stats.flushes == flushes  # nothing pending, no heartbeat due
+        clock.advance(HEARTBEAT_S)
+        wait_for(lambda: d.writer.stats.flushes > flushes, what="heartbeat flush")
+        pty_feeder.write(b"IN 4\n")
+        wait_for(lambda: d.writer.pending, what="second pulse")
+        # the stop (driver's finally) drains and flushes without the clock moving
+
+    _, rc = _in_process(_serial_config(config_file, pty_feeder, flush=1.0), clock, drive)
+    assert rc == 0
+    assert db_totals(db) == (7, 0)
+
+
+def test_reload_rebuilds_only_what_changed(config_file, pty_feeder, tmp_path):
+    import signal as _signal
+
+    from kiosk.clock import ManualClock
+    from tests.conftest import PtyFeeder
+
+    other = PtyFeeder(tmp_path / "ttyOTHER")
+    upload = '\n[upload]\nurl = "{url}"\ntoken_file = "{tok}"\n'
+    tok = tmp_path / "token"
+    tok.write_text("secret\n")
+    gate = SERIAL.replace('"door"', '"east-gate"').replace("reconnect_max_s = 1",
+                                                          "reconnect_max_s = {mx}")
+
+    def write(mx: int, url: str) -> None:
+        sensors = SERIAL.format(port=pty_feeder.link) + gate.format(port=other.link, mx=mx)
+        config_file(sensors, flush=0.5, extra=upload.format(url=url, tok=tok))
+
+    write(1, "http://127.0.0.1:9/a")
+    injected: list[int] = []
+
+    def drive(d) -> None:
+        door = d.sensors[0]
+        first_upload = d._upload
+        assert first_upload.started and first_upload.upload.url.endswith("/a")
+        pty_feeder.start(rate=300)
+        for i in range(6):
+            write(2 + i, "http://127.0.0.1:9/a")
+            gate_before = d.sensors[1]
+            d._on_signal(_signal.SIGHUP, None)
+            wait_for(lambda gb=gate_before: d.sensors[1] is not gb, what=f"reload #{i}")
+            assert d.sensors[0] is door and not door.closed
+            assert gate_before.closed
+            assert d._upload is first_upload  # [upload] unchanged: not rebuilt
+            time.sleep(0.05)
+        write(9, "http://127.0.0.1:9/b")
+        d._on_signal(_signal.SIGHUP, None)
+        wait_for(lambda: d._upload is not first_upload, what="uploads rebuilt")
+        assert first_upload.stopped and d._upload.upload.url.endswith("/b")
+        injected.append(pty_feeder.stop())
+        time.sleep(0.3)  # the kernel hands the last lines to the reader
+
+    try:
+        _, rc = _in_process(tmp_path / "kiosk.toml", ManualClock(), drive,
+                            upload_factory=_FakeService)
+        assert rc == 0
+    finally:
+        other.close()
+    conn = sqlite3.connect(tmp_path / "counts.db")
+    per_sensor = dict(conn.execute(
+        "SELECT sensor_id, sum(in_count) FROM counts GROUP BY sensor_id").fetchall())
+    assert per_sensor == {"door": injected[0]}
+    messages = [r[0] for r in conn.execute(
+        "SELECT message FROM journal WHERE kind = 'config-reload' ORDER BY id")]
+    assert len(messages) == 7
+    assert all("restarted east-gate" in m and "door" not in m for m in messages)
+    assert "uploads rebuilt" in messages[-1] and "uploads rebuilt" not in messages[0]

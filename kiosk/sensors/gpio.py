@@ -242,7 +242,7 @@ class GPIOSensor(Sensor):
                     "counted": self._counted, "noise": b.noise, "chatter": b.chatter,
                     "stuck": b.stuck_count}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Release the pin (idempotent)."""
         with self._lock:
             self._closed = True
@@ -444,7 +444,7 @@ class GPIOPairSensor(Sensor):
                     "noise": a.noise + b.noise, "chatter": a.chatter + b.chatter,
                     "stuck": a.stuck_count + b.stuck_count}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Release both pins (idempotent)."""
         with self._lock:
             self._closed = True

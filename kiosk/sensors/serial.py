@@ -224,7 +224,7 @@ class SerialSensor(Sensor):
         self._thread = threading.Thread(target=self._run, name=f"serial-{self.id}", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Stop the reader thread and close the port; safe to call more than once."""
         self._stop.set()
         ser = self._serial

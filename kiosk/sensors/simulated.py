@@ -450,7 +450,7 @@ class SimulatedSensor(Sensor):
             log.exception("simulated sensor %s failed", self.id)
             self.set_state("down", f"simulator failed: {e}", level="ERROR")
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Stop and join the thread.  Idempotent; safe if never started."""
         with self._lock:
             self._closed = True
