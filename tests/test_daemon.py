@@ -153,8 +153,9 @@ def test_unplugged_serial_at_start_keeps_daemon_counting(config_file, daemon, pt
     d = daemon(cfg)
     d.wait_ready()
     pty_feeder.replug()
-    wait_for(lambda: "reconnected" in d.output() or "ok" in d.output(), what="reconnect")
-    time.sleep(1.5)
+    # the sensor's own state event, not any "ok" in the log
+    wait_for(lambda: f"connected to {pty_feeder.link}" in d.output(), timeout=15,
+             what="sensor state ok (connected/reconnected)")
     pty_feeder.write(b"IN 3\n")
     wait_for(lambda: db_totals(tmp_path / "counts.db")[0] == 3, what="count after replug")
     assert d.terminate() == 0

@@ -311,14 +311,21 @@ def test_beam_broken_at_start_can_be_stuck(rig):
 
 
 def test_close_is_idempotent_and_frees_the_pin(rig):
+    from gpiozero.exc import GPIOPinInUse
+
     s, line = rig.gpio()
+    with pytest.raises(GPIOPinInUse):  # while the sensor holds the pin, nobody else gets it
+        DigitalInputDevice(17, pin_factory=rig.factory)
     s.close()
     s.close()
     line.block()
     rig.ms(100)
     line.clear()
     assert rig.pulses() == []
-    DigitalInputDevice(17, pin_factory=rig.factory).close()  # the pin is free again
+    again = DigitalInputDevice(17, pin_factory=rig.factory)  # the pin is free again
+    assert not again.closed
+    again.close()
+    assert s.closed
     s.tick(rig.clock.now())
     never_started, _ = rig.gpio(pin=22, start=False)
     never_started.close()

@@ -333,12 +333,12 @@ def test_thread_mode_with_scaled_clock():
         return real_advance(t)
 
     sensor.advance_to = counting_advance  # type: ignore[method-assign]
+    t_started = clock.now()  # read before start(): the thread's first pulse cannot precede it
     sensor.start()
     sensor.start()  # idempotent
     assert isinstance(out[0], SensorEvent) and out[0].state == "simulated"
     assert "5500 weekday / 2000 weekend" in out[0].message
     assert sensor.state == "simulated"
-    t_started = clock.now()
     time.sleep(1.0)
     sensor.close()
     t_closed = clock.now()
