@@ -39,6 +39,16 @@ reconnect_max_s = 1
 """
 
 
+@pytest.fixture
+def factory():
+    """A gpiozero MockFactory for GPIO sensors (pins reset afterwards)."""
+    from gpiozero.pins.mock import MockFactory
+
+    f = MockFactory()
+    yield f
+    f.reset()
+
+
 def fill_sample_db(path: Path, t0: float) -> Path:
     """A database where sensor a counted 10 in (t0 … t0 + 9 min) and b 4 out at t0 + 3700 s,
     with the daemon running from t0 to t0 + 3 h."""

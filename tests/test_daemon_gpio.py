@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-from gpiozero.pins.mock import MockFactory
-
 from kiosk import config
 from kiosk.clock import ManualClock
 from kiosk.daemon import Daemon
@@ -29,13 +26,6 @@ type = "gpio-pair"
 pin_a = 22
 pin_b = 27
 """
-
-
-@pytest.fixture
-def factory():
-    f = MockFactory()
-    yield f
-    f.reset()
 
 
 def test_gpio_pulses_reach_the_database(tmp_path, factory):

@@ -94,13 +94,6 @@ class Rig:
 
 
 @pytest.fixture
-def factory():
-    f = MockFactory()
-    yield f
-    f.reset()
-
-
-@pytest.fixture
 def rig(factory):
     r = Rig(factory)
     yield r
