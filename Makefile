@@ -1,6 +1,6 @@
 # The two commands a newcomer needs; each sets itself up on a fresh clone.
 #   make demo   simulated entrances -> local database -> reference receiver, sped up
-#   make test   lint and the whole test suite
+#   make test   lint (ruff, mypy) and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,6 +18,7 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: lint
 	$(PY) -m pytest

@@ -30,7 +30,7 @@ def upload_service(daemon: Daemon) -> Any:
 
     cfg = daemon.config
     store = Store.open(cfg.storage.path)
-    return UploadService(Uploader(store, cfg, clock=daemon.clock, live_run_id=daemon.run_id),
+    return UploadService(Uploader(store, cfg, clock=daemon.clock, live_run=lambda: daemon.run_id),
                          UploadLock(cfg.storage.path))
 
 

@@ -286,16 +286,9 @@ class Daemon:
             if w.run_id is not None:
                 store.end_run(w.run_id, now=expected, reason="clock-jump")
             w.run_id = store.start_run(now=wall, pid=os.getpid(), version=__version__)
-            self._tell_uploader_run_id()
         except StorageError as e:  # counting goes on; the run record is only less exact
             log.error("could not split the running record after the clock jump: %s", e)
         w.flush(meta=self._meta())
-
-    def _tell_uploader_run_id(self) -> None:
-        """Point the upload service's :class:`~kiosk.upload.Uploader` at the new live run."""
-        uploader = getattr(self._upload, "uploader", None)
-        if uploader is not None and hasattr(uploader, "live_run_id"):
-            uploader.live_run_id = self.run_id
 
     def _prune(self) -> None:
         s = self.config.storage

@@ -28,7 +28,7 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -183,11 +183,13 @@ class Uploader:
     :param clock: the clock all schedule decisions use.
     :param live_run_id: the daemon's current run, whose ``last_seen`` bounds which periods
         are closed (its counts are flushed up to there).  None: read from the database.
+    :param live_run: instead of ``live_run_id``, a callable the daemon gives that returns its
+        live run id at each call (the id changes when a clock jump splits the run).
     """
 
     def __init__(self, store: Store, config: Config, *, clock: Clock,
-                 live_run_id: int | None = None, session: Any = None,
-                 rng: random.Random | None = None) -> None:
+                 live_run_id: int | None = None, live_run: Callable[[], int | None] | None = None,
+                 session: Any = None, rng: random.Random | None = None) -> None:
         if config.upload is None:
             raise UploadError("no [upload] section in the config: nothing to upload to")
         self.store = store
@@ -195,6 +197,7 @@ class Uploader:
         self.up: UploadConfig = config.upload
         self.clock = clock
         self.live_run_id = live_run_id
+        self._live_run = live_run
         self.tz = ZoneInfo(config.device.timezone)
         self.period_s = self.up.period_minutes * 60
         self.rng = rng or random.Random()
@@ -221,8 +224,9 @@ class Uploader:
         """Periods ending at or before this UTC second are closed and flushed."""
         limit = now - self.up.grace_s
         seen = None
-        if self.live_run_id is not None:
-            seen = self.store.run_last_seen(self.live_run_id)
+        run_id = self._live_run() if self._live_run is not None else self.live_run_id
+        if run_id is not None:
+            seen = self.store.run_last_seen(run_id)
         else:
             daemon = self.store.meta("daemon") or {}
             if daemon.get("run_id") and pid_alive(daemon.get("pid")):
