@@ -17,12 +17,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-BASE_CONFIG = """\
+DEVICE_SECTION = """\
 [device]
 id = "test-kiosk-01"
 site = "test-site"
 timezone = "Europe/Helsinki"
+"""
 
+
+def storage_section(db: Path | str, flush: float | None = None) -> str:
+    """A ``[storage]`` table for ``db``; ``flush=None`` leaves ``flush_interval_s`` at its default."""
+    text = f'\n[storage]\npath = "{db}"\n'
+    if flush is not None:
+        text += f"flush_interval_s = {flush}\n"
+    return text
+
+
+def config_text(db: Path | str, sensors: str = "", *, flush: float | None = None, extra: str = "",
+                device: str = DEVICE_SECTION) -> str:
+    """A whole valid config: ``device`` + ``[storage]`` for ``db`` + ``sensors`` + ``extra``."""
+    return device + storage_section(db, flush) + sensors + extra
+
+
+BASE_CONFIG = DEVICE_SECTION + """
 [storage]
 path = "{db}"
 flush_interval_s = {flush}
@@ -37,6 +54,30 @@ port = "{port}"
 reconnect_min_s = 0.2
 reconnect_max_s = 1
 """
+
+
+def gpio_sensor(sensor_id: str = "door", pin: int = 17) -> str:
+    return f'\n[[sensors]]\nid = "{sensor_id}"\ntype = "gpio"\npin = {pin}\n'
+
+
+def gpio_pair_sensor(sensor_id: str, pin_a: int, pin_b: int) -> str:
+    return f'\n[[sensors]]\nid = "{sensor_id}"\ntype = "gpio-pair"\npin_a = {pin_a}\npin_b = {pin_b}\n'
+
+
+def simulated_sensor(sensor_id: str, **options: object) -> str:
+    """A simulated sensor; ``options`` become extra keys (strings quoted, numbers as-is)."""
+    text = f'\n[[sensors]]\nid = "{sensor_id}"\ntype = "simulated"\n'
+    for key, value in options.items():
+        text += f'{key} = "{value}"\n' if isinstance(value, str) else f"{key} = {value}\n"
+    return text
+
+
+def upload_section(url: str, token_file: Path | str, **options: object) -> str:
+    """An ``[upload]`` table; ``options`` (e.g. ``grace_s=0``) become extra keys."""
+    text = f'\n[upload]\nurl = "{url}"\ntoken_file = "{token_file}"\n'
+    for key, value in options.items():
+        text += f"{key} = {value}\n"
+    return text
 
 
 @pytest.fixture

@@ -8,28 +8,13 @@ from kiosk import config
 from kiosk.clock import ManualClock
 from kiosk.daemon import Daemon
 from kiosk.store import Store
+from tests.conftest import config_text, gpio_pair_sensor, gpio_sensor
 
-CONFIG = """
-[device]
-id = "t"
-site = "s"
-[storage]
-path = "{db}"
-flush_interval_s = 0.2
-[[sensors]]
-id = "beam"
-type = "gpio"
-pin = 17
-[[sensors]]
-id = "pair"
-type = "gpio-pair"
-pin_a = 22
-pin_b = 27
-"""
+SENSORS = gpio_sensor("beam", 17) + gpio_pair_sensor("pair", 22, 27)
 
 
 def test_gpio_pulses_reach_the_database(tmp_path, factory):
-    cfg = config.loads(CONFIG.format(db=tmp_path / "c.db"))
+    cfg = config.loads(config_text(tmp_path / "c.db", SENSORS, flush=0.2))
     clock = ManualClock(1_795_417_200.0)
     d = Daemon(cfg, clock=clock, pin_factory=factory)
     beam, a, b = factory.pin(17), factory.pin(22), factory.pin(27)
@@ -75,7 +60,7 @@ def test_clock_jump_splits_the_running_record(tmp_path, factory):
 
     from kiosk.periods import totals
 
-    cfg = config.loads(CONFIG.format(db=tmp_path / "c.db"))
+    cfg = config.loads(config_text(tmp_path / "c.db", SENSORS, flush=0.2))
     t0 = 1_795_417_200.0
     clock = ManualClock(t0)
     d = Daemon(cfg, clock=clock, pin_factory=factory)

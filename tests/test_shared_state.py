@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import db_totals, wait_for
+from tests.conftest import config_text, db_totals, simulated_sensor, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = next(Path(p) for p in sys.path if p.endswith("site-packages") and "kiosk" not in p)
@@ -70,22 +70,9 @@ def state_dir():
     os.chown(state, DAEMON_UID, KIOSK_GID)
     state.chmod(0o2770)
     cfg = top / "kiosk.toml"
-    cfg.write_text(f"""
-[device]
-id = "shared-test"
-site = "test-site"
-[storage]
-path = "{state / 'counts.db'}"
-flush_interval_s = 0.2
-[[sensors]]
-id = "sim"
-type = "simulated"
-weekday_visits = 200000
-weekend_visits = 200000
-weekday_hours = "00:00-23:59"
-weekend_hours = "00:00-23:59"
-seed = 7
-""")
+    cfg.write_text(config_text(state / "counts.db", simulated_sensor(
+        "sim", weekday_visits=200000, weekend_visits=200000,
+        weekday_hours="00:00-23:59", weekend_hours="00:00-23:59", seed=7), flush=0.2))
     cfg.chmod(0o644)
     yield state, cfg
     shutil.rmtree(top, ignore_errors=True)

@@ -29,7 +29,7 @@ from kiosk.periods import totals
 from kiosk.store import Store
 from kiosk.upload import Outcome, Uploader
 from kiosk.writer import REJECT_LOG_INTERVAL_S, Writer
-from tests.conftest import db_totals, fill_sample_db, wait_for
+from tests.conftest import config_text, db_totals, fill_sample_db, simulated_sensor, wait_for
 
 HEL = ZoneInfo("Europe/Helsinki")
 T0 = 1_763_967_600.0  # 2025-11-24T07:00:00Z, a Monday, 09:00 in Helsinki (in the past)
@@ -83,28 +83,12 @@ def write_csv(path: Path, *lines: str) -> Path:
     return path
 
 
-CONFIG = """\
-[device]
-id = "test-kiosk-01"
-site = "test-site"
-timezone = "Europe/Helsinki"
-
-[storage]
-path = "{db}"
-
-[[sensors]]
-id = "east-gate"
-type = "simulated"
-
-[[sensors]]
-id = "side-door"
-type = "simulated"
-"""
+SENSORS = simulated_sensor("east-gate") + simulated_sensor("side-door")
 
 
 def config(tmp_path: Path, db: Path, extra: str = "") -> Path:
     path = tmp_path / "kiosk.toml"
-    path.write_text(CONFIG.format(db=db) + extra)
+    path.write_text(config_text(db, SENSORS, extra=extra))
     return path
 
 
@@ -224,7 +208,7 @@ def test_log_default_is_the_last_day_and_empty_says_so(journal_db, filled_db):
 
 def test_log_uses_the_configured_time_zone(tmp_path, journal_db):
     cfg = tmp_path / "ny.toml"
-    cfg.write_text(CONFIG.format(db=journal_db).replace("Europe/Helsinki", "America/New_York"))
+    cfg.write_text(config_text(journal_db, SENSORS).replace("Europe/Helsinki", "America/New_York"))
     r = kiosk("log", "--config", cfg, "--since", "2025-11-24", "--kind", "daemon-start")
     assert r.output.startswith("2025-11-24 02:00:00 -05:00  INFO")
 

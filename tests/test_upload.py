@@ -55,7 +55,7 @@ from kiosk.upload import (
 )
 from kiosk.upload import read_token as read_token_file
 from kiosk.writer import Writer
-from tests.conftest import SERIAL_SENSOR, db_totals, wait_for
+from tests.conftest import SERIAL_SENSOR, config_text, db_totals, gpio_sensor, upload_section, wait_for
 
 TOKEN = "s3cr3t-t0ken-4f9a1c"
 DEVICE = "test-kiosk-01"
@@ -553,13 +553,11 @@ def refuse(sensor_id: str, start: str, status: int = 422, *, revision: int = 1):
 def sync_config(dev: Device, tmp_path: Path, url: str | None = None) -> Path:
     """A TOML config for ``kiosk sync`` describing ``dev``."""
     up = dev.config.upload
-    text = (f'[device]\nid = "{DEVICE}"\nsite = "{SITE}"\ntimezone = "Europe/Helsinki"\n'
-            f'[storage]\npath = "{dev.db}"\n'
-            '[[sensors]]\nid = "a"\ntype = "gpio"\npin = 17\n'
-            '[[sensors]]\nid = "b"\ntype = "serial"\nport = "/dev/ttyX"\n')
-    if url is not False:
-        text += (f'[upload]\nurl = "{url or up.url}"\ntoken_file = "{up.token_file}"\n'
-                 f"grace_s = {up.grace_s}\ntimeout_s = 5\n")
+    device = f'[device]\nid = "{DEVICE}"\nsite = "{SITE}"\ntimezone = "Europe/Helsinki"\n'
+    sensors = gpio_sensor("a", 17) + '\n[[sensors]]\nid = "b"\ntype = "serial"\nport = "/dev/ttyX"\n'
+    extra = "" if url is False else upload_section(url or up.url, up.token_file,
+                                                   grace_s=up.grace_s, timeout_s=5)
+    text = config_text(dev.db, sensors, extra=extra, device=device)
     path = tmp_path / "kiosk.toml"
     path.write_text(text)
     return path

@@ -14,6 +14,7 @@ from kiosk.events import Pulse
 from kiosk.store import Store
 from kiosk.upload import Uploader
 from kiosk.writer import Writer
+from tests.conftest import config_text, gpio_sensor, upload_section
 
 T0 = 1_795_417_200.0  # 2026-11-23T07:00:00Z, Monday 09:00 in Helsinki
 
@@ -24,21 +25,8 @@ def test_annotation_flag_and_imported_history(tmp_path):
     os.chmod(token, 0o600)
     db = tmp_path / "counts.db"
     with rx.Receiver(str(tmp_path / "rx.db"), token="s3cret") as receiver:
-        cfg = config.loads(f"""
-[device]
-id = "k1"
-site = "s1"
-[storage]
-path = "{db}"
-[[sensors]]
-id = "door"
-type = "gpio"
-pin = 17
-[upload]
-url = "{receiver.url}"
-token_file = "{token}"
-grace_s = 0
-""")
+        cfg = config.loads(config_text(db, gpio_sensor("door", 17),
+                                       extra=upload_section(receiver.url, token, grace_s=0)))
         store = Store.open(db)
         clock = ManualClock(T0)
         w = Writer(store, clock=clock, sensor_kinds={"door": "gpio"})
