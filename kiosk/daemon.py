@@ -21,18 +21,19 @@ import queue
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from kiosk import __version__, systemd
 from kiosk.clock import Clock
 from kiosk.config import Config
 from kiosk.config import load as load_config
-from kiosk.events import SensorEvent
+from kiosk.events import SensorEvent, SensorState
 from kiosk.exc import ConfigError, SensorError, StorageError
 from kiosk.sensors import build_sensor, build_sensors
 from kiosk.sensors.base import Sensor
-from kiosk.store import Store
-from kiosk.writer import Writer
+from kiosk.store import Store, pid_alive
+from kiosk.store.health import HealthFile, Pending
+from kiosk.writer import Writer, duration_text, iso_utc
 
 log = logging.getLogger("kiosk.daemon")
 
@@ -44,6 +45,12 @@ HEARTBEAT_S = 30.0  #: Real seconds between writes that prove the daemon is runn
 JUMP_TOLERANCE_S = 5.0  #: A wall-clock step larger than this (clock seconds) is a jump.
 PRUNE_EVERY_S = 3600.0  #: Real seconds between retention sweeps.
 DRAIN_MAX = 200_000  #: Messages taken from the queue before housekeeping gets a turn.
+SENSOR_RETRY_MIN_S = 5.0  #: Clock seconds before a sensor that could not start is tried again.
+SENSOR_RETRY_MAX_S = 300.0  #: Longest wait between two start attempts (doubling from the min).
+#: Sensor states in which a sensor counts (a simulated sensor counts too).
+WORKING_STATES = frozenset({SensorState.OK, SensorState.SIMULATED})
+#: Exit status when the daemon stopped without writing every count it held (see the README).
+EXIT_COUNTS_LOST = 1
 
 _WAKE = object()
 
@@ -87,6 +94,10 @@ class Daemon:
         self._stop_signal: int | None = None
         self._reload = False
         self.started_at = 0.0
+        self.health: HealthFile | None = None
+        self._status_sent = ""
+        self._retry: dict[str, _Retry] = {}  # sensors that could not start, by id
+        self._wal_id: tuple[int, int] | None = None
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -108,7 +119,10 @@ class Daemon:
         """Count until asked to stop; returns the process exit status."""
         cfg = self.config
         self.store = store = Store.open(cfg.storage.path)
-        self.writer = writer = Writer(store, clock=self.clock, sensor_kinds=self._kinds())
+        self.health = health = HealthFile(cfg.storage.path)
+        previous = health.read()
+        self.writer = writer = Writer(store, clock=self.clock, sensor_kinds=self._kinds(),
+                                      health=health)
         writer.load_sensor_history()
         starts = int(store.meta("starts", 0)) + 1
         now = self.clock.now()
@@ -119,24 +133,55 @@ class Daemon:
             f"kiosk {__version__} started (pid {os.getpid()}, {len(cfg.sensors)} sensor(s), "
             f"config {cfg.source}, database {cfg.storage.path}, start #{starts})",
         )
+        self._journal_previous_loss(previous)
+        self._wal_id = self._wal_identity()
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             self._start_sensors()
-            writer.flush(meta={"starts": starts, **self._meta()})
+            self._drain()  # the sensors' first states, for the journal and READY's STATUS
+            if writer.flush(meta={"starts": starts, **self._meta()}) and previous:
+                health.write({})  # the previous run's loss is in the journal now
             self._start_upload()
             for factory in self._service_factories:
                 service = factory(self)
                 service.start()
                 self._services.append(service)
-            systemd.ready(f"counting on {len(self.sensors)} sensor(s)")
+            self._status_sent = self.status_text()
+            systemd.ready(self._status_sent)
             self._loop()
         finally:
             systemd.stopping()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-            self._shutdown()
-        return 0
+            lost = self._shutdown()
+        return EXIT_COUNTS_LOST if lost else 0
+
+    def _journal_previous_loss(self, record: dict[str, Any]) -> None:
+        """Journal what the previous run could not write (from the health file)."""
+        w = self._w()
+        if "lost" in record:
+            lost = record["lost"]
+            held = Pending.from_dict(lost)
+            span = ""
+            if held.first_ts and held.last_ts:
+                span = f" counted between {iso_utc(held.first_ts)} and {iso_utc(held.last_ts)}"
+            w.journal("ERROR", "counts-lost",
+                      f"the previous run (pid {lost.get('pid')}) stopped on {lost.get('reason')} at "
+                      f"{iso_utc(float(lost.get('at') or 0))} without writing its last counts: "
+                      f"{held.visitors_in} in and {held.visitors_out} out ({held.pulses} pulse "
+                      f"messages{span}) were lost; the database could not be written: "
+                      f"{lost.get('error')}")
+        elif "writes_failing" in record:
+            fail = record["writes_failing"]
+            if pid_alive(fail.get("pid")) and fail.get("pid") != os.getpid():
+                return  # another daemon is running on this database (it will say so)
+            held = Pending.from_dict(fail.get("held") or {})
+            w.journal("ERROR", "counts-lost",
+                      f"the previous run (pid {fail.get('pid')}) ended (killed or a power cut) "
+                      f"while writes had been failing since {iso_utc(float(fail.get('since') or 0))}: "
+                      f"at least {held.visitors_in} in and {held.visitors_out} out held in memory "
+                      f"were lost ({fail.get('error')})")
 
     def _w(self) -> Writer:
         """The writer (only while :meth:`run` runs)."""
@@ -175,17 +220,72 @@ class Daemon:
         self._sensor_configs = {sc.id: sc for sc in self.config.sensors}
         started = sum(self._start_one(sensor) for sensor in self.sensors)
         if self.sensors and not started:
-            self._w().flush()
-            raise SensorError("no sensor could be started; see the messages above")
+            self._w().journal("ERROR", "state",
+                              "no sensor could be started; the daemon keeps running and tries "
+                              "them again (a cable or device may come back)")
 
     def _start_one(self, sensor: Sensor) -> bool:
+        """Start ``sensor``; on failure mark it down and schedule another attempt."""
         try:
             sensor.start()
-            return True
         except SensorError as e:
-            self._w().handle(SensorEvent(sensor.id, self.clock.now(), "state",
-                                         f"cannot start: {e}", "ERROR", "down"))
+            retry = self._retry.get(sensor.id) or _Retry(0, SENSOR_RETRY_MIN_S / 2, 0.0)
+            delay = min(retry.delay * 2, SENSOR_RETRY_MAX_S)
+            self._retry[sensor.id] = _Retry(retry.attempts + 1, delay,
+                                            self.clock.monotonic() + delay)
+            if retry.attempts == 0:
+                self._w().handle(SensorEvent(
+                    sensor.id, self.clock.now(), "state",
+                    f"cannot start: {e}; trying again every {duration_text(delay)} or more",
+                    "ERROR", "down"))
             return False
+        done = self._retry.pop(sensor.id, None)
+        if done is not None:
+            self._w().journal("INFO", "state", f"started after {done.attempts + 1} attempts",
+                              sensor_id=sensor.id)
+        return True
+
+    def _retry_sensors(self) -> None:
+        """Try again to start the sensors that could not start, when their wait is over."""
+        now = self.clock.monotonic()
+        for i, sensor in enumerate(self.sensors):
+            retry = self._retry.get(sensor.id)
+            if retry is None or now < retry.at:
+                continue
+            self._stop_sensors([sensor])
+            sc = self._sensor_configs[sensor.id]
+            fresh = build_sensor(sc, emit=self.queue.put, clock=self.clock,
+                                 timezone=self.config.device.timezone,
+                                 pin_factory=self.pin_factory)
+            self.sensors[i] = fresh
+            self._start_one(fresh)
+
+    def status_text(self) -> str:
+        """The one-line STATUS for ``systemctl status``: what counts, what does not, and why.
+
+        For example ``counting on 1 of 2 sensors; east-gate down: /dev/ttyUSB0: No such
+        file or directory``, with a leading ``WRITES FAILING …`` while flushes fail.
+        """
+        w = self._w()
+        rows = w.sensor_rows
+        working = sum(1 for r in rows if r.state in WORKING_STATES)
+        parts = []
+        if w.stats.failing_since is not None:
+            held = w.held()
+            parts.append(f"WRITES FAILING for {duration_text(self.clock.now() - w.stats.failing_since)}"
+                         f" ({_short(w.stats.last_error or '')}); {held.visitors_in + held.visitors_out}"
+                         f" visitors held in memory")
+        parts.append(f"counting on {working} of {len(rows)} sensor{'s' if len(rows) != 1 else ''}")
+        for r in rows:
+            if r.state not in WORKING_STATES:
+                parts.append(f"{r.sensor_id} {r.state}" + (f": {_short(r.message)}" if r.message else ""))
+        return "; ".join(parts)
+
+    def _update_status(self) -> None:
+        text = self.status_text()
+        if text != self._status_sent:
+            self._status_sent = text
+            systemd.status(text)
 
     def _stop_sensors(self, sensors: list[Sensor] | None = None) -> None:
         for sensor in self.sensors if sensors is None else sensors:
@@ -257,6 +357,10 @@ class Daemon:
                 last_wall, last_mono = wall, mono
                 for sensor in self.sensors:
                     sensor.tick(wall)
+                if self._retry:
+                    self._retry_sensors()
+                self._check_wal()
+                self._update_status()
             if now - last_beat >= beat_every:  # proves we run; records last pulses
                 writer.flush(meta=self._meta())
                 last_flush = last_beat = now
@@ -371,7 +475,8 @@ class Daemon:
             if msg is not _WAKE:
                 self._w().handle(msg)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> Pending | None:
+        """Stop services and sensors, write the last counts; returns what could not be written."""
         for service in reversed(self._services):
             try:
                 service.stop()
@@ -381,22 +486,90 @@ class Daemon:
         self._stop_sensors()
         w, store = self.writer, self.store
         if w is None or store is None:
-            return
+            return None
         self._drain()
         name = signal.Signals(self._stop_signal).name if self._stop_signal else "error"
         w.journal("INFO", "daemon-stop", f"stopping on {name}; writing the last counts")
+        lost: Pending | None = None
         for attempt in range(5):
             if w.flush(meta=self._meta()):
                 break
             time.sleep(0.2 * (attempt + 1))
         else:
-            log.critical("could not write the last counts before stopping: %s", w.stats.last_error)
+            lost = w.record_loss(reason=name)
         try:
             if w.run_id is not None:
                 store.end_run(w.run_id, now=self.clock.now(), reason=name)
         except Exception as e:
             log.error("could not record the stop time: %s", e)
         store.close()
+        if self.health is not None:
+            self.health.close()
+        return lost
+
+    # -- the database's WAL file -------------------------------------------------------------
+
+    def _wal_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the database's ``-wal`` file, or None when there is none."""
+        try:
+            st = os.stat(self._st().path + "-wal")
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_wal(self) -> None:
+        """Notice a ``-wal`` file deleted or replaced under the running daemon.
+
+        SQLite keeps writing to the open (deleted) file, so the daemon's counts are safe,
+        but every other reader then gets "disk I/O error".  The cure: checkpoint what the
+        open WAL holds into the database file and reopen the connections (the upload
+        service's too), which makes a new ``-wal`` file.
+        """
+        seen = self._wal_identity()
+        if seen == self._wal_id or self._wal_id is None:
+            self._wal_id = seen if self._wal_id is None else self._wal_id
+            return
+        w = self._w()
+        what = "deleted" if seen is None else "replaced by another file"
+        w.journal("ERROR", "storage",
+                  f"{self._st().path}-wal was {what} while the daemon was running (a cleanup "
+                  f"script or a manual rm?); checkpointing it and reopening the database so "
+                  f"that nothing is lost and readers work again")
+        self._reopen_store()
+
+    def _reopen_store(self) -> None:
+        """Checkpoint, close and reopen the database (the upload service with it)."""
+        w, store = self._w(), self._st()
+        had_upload = self._upload is not None
+        self._stop_upload()
+        w.flush(meta=self._meta())
+        try:
+            store.checkpoint()
+            store.close()
+            self.store = store = Store.open(self.config.storage.path)
+        except StorageError as e:
+            log.error("could not reopen the database: %s", e)
+            return
+        w.store = store
+        self._wal_id = self._wal_identity()
+        if had_upload:
+            self._start_upload()
+        w.journal("INFO", "storage", "database reopened; its -wal file is in place again")
+        w.flush(meta=self._meta())
+
+
+class _Retry(NamedTuple):
+    """When a sensor that could not start is tried again."""
+
+    attempts: int  #: failed start attempts so far
+    delay: float  #: clock seconds waited before this attempt
+    at: float  #: clock monotonic time of the next attempt
+
+
+def _short(text: str, limit: int = 90) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def setup_logging(level: int = logging.INFO) -> None:

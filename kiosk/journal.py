@@ -26,7 +26,7 @@ LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 #: The kinds written by the kiosk's components (shown in --help; others are accepted too).
 KINDS = ("daemon-start", "daemon-stop", "state", "reconnect", "device-reset",
          "implausible-total", "rejected-line", "clock-jump", "config-reload", "upload",
-         "quarantine", "import", "annotation")
+         "quarantine", "import", "annotation", "storage", "counts-lost")
 
 # -- shared by the staff commands ------------------------------------------------------------
 

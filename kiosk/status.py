@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from kiosk.config import Config
 from kiosk.periods import iso_local, local_midnight
 from kiosk.store import Store, pid_alive
+from kiosk.store.health import read_health
 
 
 def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) -> dict[str, Any]:
@@ -26,6 +27,9 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
         state = "running"
     else:
         state = "stopped" if runs else "never started"
+    failing = writes_failing(store.path, daemon.get("pid")) if running else None
+    if failing is not None:
+        state = "writes failing"
     today = local_midnight(datetime.fromtimestamp(now, tz).date(), tz)
     if daemon.get("speed", 1) != 1 and last_seen:
         # an accelerated demo: "today" is the simulated day
@@ -64,6 +68,14 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
             "stop_reason": runs[3] if runs else None,
             "speed": daemon.get("speed", 1),
             "last_error": daemon.get("last_error"),
+            "writes_failing": (None if failing is None else {
+                "since": _local(failing.get("since"), tz),
+                "for_s": round(now - float(failing.get("since") or now), 1),
+                "error": failing.get("error"),
+                "held_in": (failing.get("held") or {}).get("visitors_in", 0),
+                "held_out": (failing.get("held") or {}).get("visitors_out", 0),
+                "updated": _local(failing.get("updated_at"), tz),
+            }),
         },
         "today": {"date": datetime.fromtimestamp(today, tz).date().isoformat(),
                   "in": sum(v[0] for v in today_totals.values()),
@@ -76,6 +88,18 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
         "database": {"path": store.path, "bytes": store.size_bytes()},
         "upload": _upload_info(store, tz, config),
     }
+
+
+def writes_failing(db_path: str, pid: int | None) -> dict[str, Any] | None:
+    """The running daemon's "writes are failing" record from the health file, or None.
+
+    The daemon puts it there (not in the database, which it cannot write) and clears it when
+    a write succeeds again; a record left by another process is ignored.
+    """
+    record = read_health(db_path).get("writes_failing")
+    if not isinstance(record, dict) or (pid is not None and record.get("pid") != pid):
+        return None
+    return record
 
 
 def _upload_info(store: Store, tz: ZoneInfo, config: Config | None) -> dict[str, Any] | None:
@@ -131,6 +155,13 @@ def render(info: dict[str, Any]) -> str:
         speed = f", clock x{d['speed']:g}" if d["speed"] != 1 else ""
         lines.append(f"daemon:   running (pid {d['pid']}, version {d['version']}, since "
                      f"{_short(d['started_at'])}, last write {d['last_write_age_s']} s ago{speed})")
+    elif d["state"] == "writes failing":
+        f = d["writes_failing"]
+        lines.append(f"daemon:   running (pid {d['pid']}), but WRITES FAIL since {_short(f['since'])} "
+                     f"({f['for_s']:.0f} s): {f['error']}")
+        lines.append(f"          {f['held_in']} in, {f['held_out']} out held in memory (as of "
+                     f"{_short(f['updated'])}); they are written when there is room, lost if the "
+                     f"daemon stops first")
     elif d["state"] == "stalled":
         lines.append(f"daemon:   STALLED: pid {d['pid']} alive but no write for "
                      f"{d['last_write_age_s']} s; check `journalctl -u kiosk`")
@@ -138,12 +169,12 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"daemon:   {d['state']}" + (f" (last write {_short(d['last_write'])}, "
                                                   f"stopped by {d['stop_reason'] or 'a crash or power cut'})"
                                                   if d["last_write"] else ""))
-    if d.get("last_error"):
+    if d.get("last_error") and d["state"] != "writes failing":
         lines.append(f"          last write error: {d['last_error']}")
     t = info["today"]
     lines.append(f"today:    {t['in']} in, {t['out']} out ({t['date']}, local time)")
     p = info["pending"]
-    if d["state"] == "running":
+    if d["state"] in ("running", "writes failing"):
         lines.append(f"pending:  at most {p['flush_interval_s']} s of pulses in memory "
                      f"(queue depth at last write: {p['unflushed_queue_depth']})")
     db = info["database"]

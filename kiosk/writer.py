@@ -8,18 +8,23 @@ dropped: the pending counts stay in memory and the next flush tries again.
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from kiosk.clock import Clock
 from kiosk.events import Message, Pulse, Rejected, SensorEvent
 from kiosk.exc import StorageError
 from kiosk.store import JournalEntry, SensorRow, Store, bucket_start
+from kiosk.store.health import HealthFile, Pending
 
 log = logging.getLogger("kiosk.writer")
 
 #: Seconds between two log/journal lines about rejected serial lines of one sensor.
 REJECT_LOG_INTERVAL_S = 60.0
+#: Clock seconds between two rewrites of the health file while writes keep failing.
+HEALTH_EVERY_S = 10.0
 
 
 @dataclass
@@ -38,6 +43,7 @@ class FlushStats:
     visitors: int = 0
     last_flush: float | None = None  #: Clock wall time of the last successful flush.
     last_error: str | None = None
+    failing_since: float | None = None  #: Clock wall time of the first failed flush in a row.
     pending_by_sensor: dict[str, list[int]] = field(default_factory=dict)
 
 
@@ -47,11 +53,19 @@ class Writer:
     :param store: the database (opened for writing).
     :param clock: the clock; used only for flush times and journal lines.
     :param sensor_kinds: sensor id -> kind, for the ``sensors`` table.
+    :param health: the health file to tell when writes fail (the daemon's; None in tests
+        and tools that need none).
     """
 
-    def __init__(self, store: Store, *, clock: Clock, sensor_kinds: dict[str, str]) -> None:
+    def __init__(self, store: Store, *, clock: Clock, sensor_kinds: dict[str, str],
+                 health: HealthFile | None = None) -> None:
         self.store = store
         self.clock = clock
+        self.health = health
+        self._health_at = float("-inf")
+        self._held_pulses = 0  # pulse messages since the last successful flush
+        self._held_first: float | None = None
+        self._held_last: float | None = None
         self.run_id: int | None = None
         self.stats = FlushStats()
         self._counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
@@ -89,6 +103,11 @@ class Writer:
             c = self._counts[(msg.sensor_id, bucket_start(msg.ts))]
             c[0 if msg.direction == "in" else 1] += msg.count
             self._events.append((msg.ts, msg.sensor_id, msg.direction, msg.count))
+            self._held_pulses += 1
+            if self._held_first is None or msg.ts < self._held_first:
+                self._held_first = msg.ts
+            if self._held_last is None or msg.ts > self._held_last:
+                self._held_last = msg.ts
             row = self._sensors.get(msg.sensor_id)
             if row is not None and (row.last_pulse is None or msg.ts > row.last_pulse):
                 row.last_pulse = msg.ts
@@ -141,6 +160,17 @@ class Writer:
         """True if something waits to be written."""
         return bool(self._counts or self._events or self._journal or self._dirty_sensors)
 
+    @property
+    def sensor_rows(self) -> list[SensorRow]:
+        """The configured sensors' latest rows (state, message), in config order."""
+        return list(self._sensors.values())
+
+    def held(self) -> Pending:
+        """What is in memory and not yet in the database (pulses since the last good flush)."""
+        vin = sum(c[0] for c in self._counts.values())
+        vout = sum(c[1] for c in self._counts.values())
+        return Pending(self._held_pulses, vin, vout, self._held_first, self._held_last)
+
     def pending_visitors(self) -> dict[str, list[int]]:
         """Per sensor [in, out] not yet written."""
         out: dict[str, list[int]] = {}
@@ -176,14 +206,10 @@ class Writer:
                 meta=meta,
             )
         except StorageError as e:
-            self.stats.failures += 1
-            if str(e) != self.stats.last_error:
-                log.error("cannot write counts, keeping them in memory and retrying: %s", e)
-            self.stats.last_error = str(e)
+            self._failed(now, str(e))
             return False
-        if self.stats.last_error is not None:
-            log.warning("writing counts works again; %d flush(es) had failed", self.stats.failures)
-            self.stats.last_error = None
+        if self.stats.failing_since is not None:
+            self._recovered(now)
         self.stats.flushes += 1
         self.stats.pulses += len(self._events)
         self.stats.visitors += sum(i + o for i, o in counts.values())
@@ -192,6 +218,76 @@ class Writer:
         self._events.clear()
         self._journal.clear()
         self._dirty_sensors.clear()
+        self._held_pulses = 0
+        self._held_first = self._held_last = None
         if heartbeat:
             self._pulse_seen.clear()
         return True
+
+    # -- when writes fail -------------------------------------------------------------------
+
+    def _failed(self, now: float, error: str) -> None:
+        st = self.stats
+        st.failures += 1
+        if error != st.last_error:
+            log.error("cannot write counts, keeping them in memory and retrying: %s", error)
+        st.last_error = error
+        first = st.failing_since is None
+        if first:
+            st.failing_since = now
+        if self.health is not None and (first or now - self._health_at >= HEALTH_EVERY_S):
+            self._health_at = now
+            self.health.write({"writes_failing": {
+                "since": st.failing_since, "error": error, "failures": st.failures,
+                "updated_at": now, "pid": os.getpid(), "held": self.held().as_dict()}})
+
+    def _recovered(self, now: float) -> None:
+        st = self.stats
+        since = st.failing_since if st.failing_since is not None else now
+        self.journal("WARNING", "storage",
+                     f"writing the database works again after {duration_text(now - since)}; "
+                     f"{st.failures} flush(es) had failed, every count held meanwhile is stored "
+                     f"(the error was: {st.last_error})")
+        st.failing_since = None
+        st.last_error = None
+        st.failures = 0
+        if self.health is not None:
+            self.health.write({})
+
+    def record_loss(self, *, reason: str) -> Pending:
+        """The last flush failed and the daemon stops: put exactly what is lost in the health
+        file (the next start journals it) and on stderr.  Returns what was lost."""
+        lost = self.held()
+        now = self.clock.now()
+        error = self.stats.last_error or "unknown error"
+        span = ""
+        if lost.first_ts is not None and lost.last_ts is not None:
+            span = (f", counted between {iso_utc(lost.first_ts)} and {iso_utc(lost.last_ts)}")
+        log.critical("stopping on %s without writing the last counts: %d in, %d out (%d pulse "
+                     "messages%s) are lost: %s", reason, lost.visitors_in, lost.visitors_out,
+                     lost.pulses, span, error)
+        if self.health is not None:
+            self.health.write({"lost": {"at": now, "reason": reason, "error": error,
+                                        "pid": os.getpid(), "since": self.stats.failing_since,
+                                        **lost.as_dict()}})
+        return lost
+
+
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``10 h 3 min``, ``2 d 4 h`` (seconds: a duration)."""
+    s = int(max(0.0, seconds))
+    if s < 120:
+        return f"{s} s"
+    m = s // 60
+    if m < 60:
+        return f"{m} min"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h} h {m} min" if m else f"{h} h"
+    d, h = divmod(h, 24)
+    return f"{d} d {h} h" if h else f"{d} d"
+
+
+def iso_utc(ts: float) -> str:
+    """``2026-12-01T16:00:03Z`` for UTC seconds ``ts``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

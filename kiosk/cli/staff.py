@@ -64,9 +64,13 @@ def log_command(config_path: str | None, db_path: str | None, since: str, until:
     Lines are in local time (device.timezone), newest last.  Reads the database only;
     safe while the daemon runs.  The daemon keeps [storage] journal_retention_days.
     """
+    from kiosk.status import writes_failing
+
     store, tz, cfg = open_store(config_path, db_path)
     now = time.time()
     with store:
+        daemon = store.meta("daemon") or {}
+        failing = writes_failing(store.path, daemon.get("pid"))
         t0 = parse_when(since, tz, now=now)
         t1 = parse_when(until, tz, now=now) if until else None
         if t1 is not None and t1 <= t0:
@@ -83,6 +87,12 @@ def log_command(config_path: str | None, db_path: str | None, since: str, until:
         click.echo(f"no journal entries{what} since {local_text(t0, tz)}{span}")
     else:
         click.echo(format_text(rows, tz))
+    if failing is not None and fmt == "text":
+        held = failing.get("held") or {}
+        click.echo(f"NOW: the daemon cannot write the database since "
+                   f"{local_text(float(failing.get('since') or now), tz)}: {failing.get('error')}; "
+                   f"{held.get('visitors_in', 0)} in, {held.get('visitors_out', 0)} out held in "
+                   f"memory; entries since then are not in this journal yet")
     if total > len(rows):
         click.echo(f"(showing the newest {len(rows)} of {total} entries; use --limit 0 or a later "
                    f"--since for the rest)", err=True)

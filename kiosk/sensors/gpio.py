@@ -42,7 +42,7 @@ _EPS = 1e-6  # s: slack for float arithmetic on clock readings
 
 _HINTS = {
     "PinInvalidPin": "use a BCM number such as 17 or a name such as 'GPIO17'",
-    "GPIOPinInUse": "the pin is already used by another sensor of this daemon",
+    "GPIOPinInUse": "the pin is already used by another sensor of this daemon or another program",
     "PinFixedPull": "GPIO2/GPIO3 have fixed pull-ups: set pull_up = true or use another pin",
 }
 _DEFAULT_HINT = (

@@ -228,6 +228,13 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
                 pass
         return total
 
+    def checkpoint(self) -> None:
+        """Copy everything in the WAL into the database file and empty the WAL."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise _storage_error(self.path, e) from e
+
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` answer (``ok`` when sound)."""
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
