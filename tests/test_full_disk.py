@@ -105,3 +105,55 @@ def test_sigterm_on_a_full_disk_keeps_every_pulse(small_disk, config_file, daemo
     assert db_totals(db)[0] == 600, d.output()
     assert integrity(db) == "ok"
     assert "released the" in d.output()
+
+
+def kiosk(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    from tests.conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "kiosk", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+
+
+def test_no_room_at_all_is_said_while_it_lasts_and_the_loss_is_journalled(
+        small_disk, config_file, daemon, pty_feeder, tmp_path):
+    """No reserve left either: status and log say writes fail, the stop exits 1 and names
+    exactly what was lost, and the next start puts that in the journal."""
+    import json
+
+    from kiosk.store.health import health_path
+
+    cfg = config_file(SERIAL_SENSOR.format(port=pty_feeder.link), flush=0.5)
+    db = small_disk / "counts.db"
+    d = daemon(cfg, "--db", str(db))
+    d.wait_ready()
+    pty_feeder.write(b"IN\n" * 100)
+    wait_for(lambda: db_totals(db)[0] == 100, timeout=20, what="first 100 stored")
+    filler = fill(small_disk)
+    os.unlink(reserve_path(str(db)))  # the reserve was spent long ago
+    fill(small_disk)  # and take the reserve's room too
+    pty_feeder.write(b"IN\n" * 450 + b"OUT\n" * 50)
+
+    def failing_shown() -> str | None:
+        out = kiosk("status", "--db", str(db)).stdout
+        return out if "WRITES FAIL" in out else None
+
+    status = wait_for(failing_shown, timeout=20, what="status saying writes fail")
+    assert "disk is full" in status and "held in memory" in status, status
+    log = kiosk("log", "--db", str(db)).stdout
+    assert "NOW: the daemon cannot write the database" in log, log
+    assert d.terminate() == 1, d.output()
+    assert "450 in, 50 out (500 pulse messages" in d.output()
+    record = json.loads(open(health_path(str(db))).read())
+    assert record["lost"]["visitors_in"] == 450 and record["lost"]["visitors_out"] == 50
+    assert db_totals(db) == (100, 0)
+    filler.unlink()  # someone frees space; the service starts again
+    d2 = daemon(cfg, "--db", str(db))
+    d2.wait_ready()
+    log = kiosk("log", "--db", str(db), "--kind", "counts-lost").stdout
+    assert "450 in and 50 out (500 pulse messages counted between" in log, log
+    assert "disk is full" in log
+    assert json.loads(open(health_path(str(db))).read() or "{}") == {}
+    assert d2.terminate() == 0, d2.output()
+    assert integrity(db) == "ok"
