@@ -98,7 +98,7 @@ def run_demo(*, data_dir: str, speed: float, hours: float | None, start_at: str 
     d = Path(data_dir)
     d.mkdir(parents=True, exist_ok=True)
     for name in ("counts.db", "receiver.db"):
-        for suffix in ("", "-wal", "-shm", ".upload.lock", ".reserve"):
+        for suffix in ("", "-wal", "-shm", ".upload.lock", ".reserve", ".health"):
             (d / (name + suffix)).unlink(missing_ok=True)
     token = secrets.token_hex(16)
     token_file = d / "token"
