@@ -151,12 +151,17 @@ def annotations_between(store: Store, start: float, end: float, *,
 def flags_for(store: Store, sensor_id: str, start: float, end: float, *,
               for_upload: bool = False) -> list[str]:
     """Quality flags of one sensor's period [start, end), sorted: the kinds of annotations
-    on it (for the sensor or the whole site), and ``imported`` if imported counts are in
-    it (``for_upload``: only those imported with ``--upload``; the others are not sent).
+    on it (for the sensor or the whole site), ``imported`` if imported counts are in
+    it (``for_upload``: only those imported with ``--upload``; the others are not sent), and
+    ``time-estimated`` if pulses in it were placed by estimate (counted in a boot that ended
+    before its clock was set; see :mod:`kiosk.store.placement`).
     """
     flags = {a["kind"] for a in annotations_between(store, start, end, sensor_id=sensor_id)}
     if store.has_imported_counts(sensor_id, start, end, for_upload=for_upload):
         flags.add("imported")
+    if "m006_unplaced_pulses" not in store.pending_migrations \
+            and store.time_estimated(sensor_id, start, end):
+        flags.add("time-estimated")
     return sorted(flags)
 
 

@@ -247,6 +247,10 @@ DEVICE_KEYS = _keys(
         "the site (building) it counts for, e.g. 'iso-omena-service-centre'"),
     Key("timezone", (str,), DEFAULT_TIMEZONE, "an IANA time zone such as 'Europe/Helsinki'",
         check_timezone, "zone of local labels and reports (counts are stored in UTC)"),
+    Key("clock", (str,), "ntp", "'ntp', 'rtc' or 'system'", _one_of("ntp", "rtc", "system"),
+        "which wall clock to trust: 'ntp' holds pulses unplaced until NTP has set the clock "
+        "since boot (a Pi without a battery clock); 'rtc' (a battery clock) and 'system' (no "
+        "network at all) trust the system clock from boot"),
 )
 STORAGE_KEYS = _keys(
     Key("path", (str,), "/var/lib/kiosk/counts.db",
@@ -410,6 +414,13 @@ class DeviceConfig:
     id: str
     site: str
     timezone: str = DEVICE_KEYS["timezone"].default
+    clock: str = DEVICE_KEYS["clock"].default
+
+    @property
+    def trusts_clock_at_boot(self) -> bool:
+        """True for ``clock = "rtc"`` or ``"system"``: pulses are placed by the system clock
+        from boot, without waiting for NTP."""
+        return self.clock != "ntp"
 
 
 _S, _U = STORAGE_KEYS, UPLOAD_KEYS
@@ -585,7 +596,8 @@ class _Validator:
             if data and key not in data:
                 self.problem(f"[device] {key}", "missing; it identifies this kiosk in uploads")
         return DeviceConfig(opts.get("id") or "", opts.get("site") or "",
-                            opts.get("timezone", DEFAULT_TIMEZONE))
+                            opts.get("timezone", DEFAULT_TIMEZONE),
+                            opts.get("clock", DEVICE_KEYS["clock"].default))
 
     def storage(self, data: dict) -> StorageConfig:
         opts = self.table(data, "[storage]", STORAGE_KEYS)

@@ -51,6 +51,7 @@ SENSOR_RETRY_MAX_S = 300.0  #: Longest wait between two start attempts (doubling
 WORKING_STATES = frozenset({SensorState.OK, SensorState.SIMULATED})
 #: Exit status when the daemon stopped without writing every count it held (see the README).
 EXIT_COUNTS_LOST = 1
+CLOCK_CHECK_S = 2.0  #: Real seconds between two looks at whether NTP has set the clock.
 
 _WAKE = object()
 
@@ -127,7 +128,8 @@ class Daemon:
         starts = int(store.meta("starts", 0)) + 1
         now = self.clock.now()
         self.started_at = now
-        writer.run_id = store.start_run(now=now, pid=os.getpid(), version=__version__)
+        writer.clock_trusted = trusted = self._clock_trusted()
+        writer.run_id = self._start_run(now)
         writer.journal(
             "INFO", "daemon-start",
             f"kiosk {__version__} started (pid {os.getpid()}, {len(cfg.sensors)} sensor(s), "
@@ -135,6 +137,14 @@ class Daemon:
         )
         self._journal_previous_loss(previous)
         self._wal_id = self._wal_identity()
+        if trusted and store.needs_placement():
+            self._place_unplaced()
+        elif not trusted:
+            writer.journal("WARNING", "clock",
+                           "the wall clock is not set yet (no NTP answer since boot): pulses are "
+                           "counted and kept with their boot time, and placed in their hours "
+                           "when the clock is set ([device] clock = \"system\" trusts the clock "
+                           "as it is)")
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
@@ -156,6 +166,66 @@ class Daemon:
                 signal.signal(sig, handler)
             lost = self._shutdown()
         return EXIT_COUNTS_LOST if lost else 0
+
+    # -- the wall clock ------------------------------------------------------------------------
+
+    def _clock_trusted(self) -> bool:
+        """May pulses be placed by the wall clock now?  Yes with ``clock = "rtc"``/``"system"``,
+        or once NTP has set the clock since this boot (remembered across daemon restarts)."""
+        if self.config.device.trusts_clock_at_boot:
+            return True
+        boot = self.clock.boot_id()
+        if self.clock.synchronized():
+            if self._st().meta("clock_synced_boot") != boot:
+                self._st().set_meta(clock_synced_boot=boot)
+            return True
+        return bool(self._st().meta("clock_synced_boot") == boot)
+
+    def _start_run(self, now: float) -> int:
+        """A new run record; on an unset clock it is marked to be moved into place later."""
+        w = self._w()
+        offset = None if w.clock_trusted else now - self.clock.boottime()
+        return self._st().start_run(now=now, pid=os.getpid(), version=__version__,
+                                    boot_id=self.clock.boot_id(), clock_offset=offset)
+
+    def _check_clock_set(self) -> bool:
+        """Place the held pulses once NTP has set the clock; True if that happened now."""
+        w = self._w()
+        if w.clock_trusted or not self.clock.synchronized():
+            return False
+        if not w.flush(meta=self._meta()):  # every held pulse in the table first
+            return False
+        self._st().set_meta(clock_synced_boot=self.clock.boot_id())
+        return self._place_unplaced()
+
+    def _place_unplaced(self) -> bool:
+        """Move the pulses and runs kept on an unset clock into place; journal what moved."""
+        w, store = self._w(), self._st()
+        now, boottime = self.clock.now(), self.clock.boottime()
+        try:
+            p = store.place_unplaced(boot_id=self.clock.boot_id(), offset=now - boottime,
+                                     now=w.change_time(now))
+        except StorageError as e:
+            log.error("could not place the pulses counted before the clock was set "
+                      "(will try again): %s", e)
+            return False
+        w.clock_trusted = True
+        parts = []
+        if p.pulses:
+            how = ("" if p.behind_s is None else
+                   f"; the clock was {duration_text(abs(p.behind_s))} "
+                   f"{'behind' if p.behind_s >= 0 else 'ahead'}")
+            parts.append(f"placed {p.visitors} visitors ({p.pulses} pulse messages) counted "
+                         f"before the clock was set in their true hours{how}")
+        if p.estimated_pulses:
+            parts.append(f"placed {p.estimated_visitors} visitors ({p.estimated_pulses} pulse "
+                         f"messages) from an earlier boot that ended before its clock was set "
+                         f"by the best estimate; their periods are flagged time-estimated")
+        w.journal("INFO" if not p.estimated_pulses else "WARNING", "clock",
+                  "the wall clock is set" + (": " + "; ".join(parts) if parts else
+                                             "; no pulse was waiting"))
+        w.flush(meta=self._meta())
+        return True
 
     def _journal_previous_loss(self, record: dict[str, Any]) -> None:
         """Journal what the previous run could not write (from the health file)."""
@@ -308,7 +378,10 @@ class Daemon:
                 "flushes": w.stats.flushes,
                 "last_error": w.stats.last_error,
                 "speed": self.clock.speed,
-            }
+            },
+            "clock": {"setting": self.config.device.clock, "trusted": w.clock_trusted,
+                      "boot_id": self.clock.boot_id(),
+                      "unplaced_in_memory": w.unplaced_pending},
         }
 
     def _loop(self) -> None:
@@ -324,7 +397,7 @@ class Daemon:
         now = clock.monotonic()
         last_flush = last_tick = last_prune = last_beat = now
         last_prune -= prune_every - 60 * speed  # first sweep a (real) minute after start
-        last_ping = time.monotonic()
+        last_ping = last_clock_check = time.monotonic()
         last_wall, last_mono = clock.now(), now
         q = self.queue
         while self._stop_signal is None:
@@ -353,7 +426,14 @@ class Daemon:
             if now - last_tick >= tick_every:
                 last_tick = now
                 wall, mono = clock.now(), now
-                self._check_clock(last_wall + (mono - last_mono), wall)
+                expected = last_wall + (mono - last_mono)
+                if not writer.clock_trusted and (
+                        abs(wall - expected) > JUMP_TOLERANCE_S * max(1.0, speed)
+                        or time.monotonic() - last_clock_check >= CLOCK_CHECK_S):
+                    last_clock_check = time.monotonic()
+                    if self._check_clock_set():  # the step that set the clock is no jump
+                        expected = wall = clock.now()
+                self._check_clock(expected, wall)
                 last_wall, last_mono = wall, mono
                 for sensor in self.sensors:
                     sensor.tick(wall)
@@ -389,7 +469,7 @@ class Daemon:
         try:
             if w.run_id is not None:
                 store.end_run(w.run_id, now=expected, reason="clock-jump")
-            w.run_id = store.start_run(now=wall, pid=os.getpid(), version=__version__)
+            w.run_id = self._start_run(wall)
         except StorageError as e:  # counting goes on; the run record is only less exact
             log.error("could not split the running record after the clock jump: %s", e)
         w.flush(meta=self._meta())

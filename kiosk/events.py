@@ -27,12 +27,18 @@ SENSOR_STATES = tuple(SensorState)
 
 @dataclass(frozen=True, slots=True)
 class Pulse:
-    """``count`` visitors crossed ``sensor_id`` in ``direction`` at UTC second ``ts``."""
+    """``count`` visitors crossed ``sensor_id`` in ``direction`` at UTC second ``ts``.
+
+    ``boottime`` is the same moment on the kernel's ``CLOCK_BOOTTIME`` (seconds since this
+    boot), which stays right while the wall clock is not yet set; ``None`` lets the writer
+    derive it from ``ts`` when it takes the pulse (a few milliseconds later).
+    """
 
     sensor_id: str
     ts: float
     direction: Direction
     count: int = 1
+    boottime: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

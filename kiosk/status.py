@@ -86,6 +86,7 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
         },
         "sensors": sensors,
         "database": {"path": store.path, "bytes": store.size_bytes()},
+        "clock": _clock_info(store, running),
         "upload": _upload_info(store, tz, config),
     }
 
@@ -100,6 +101,17 @@ def writes_failing(db_path: str, pid: int | None) -> dict[str, Any] | None:
     if not isinstance(record, dict) or (pid is not None and record.get("pid") != pid):
         return None
     return record
+
+
+def _clock_info(store: Store, running: bool) -> dict[str, Any]:
+    """The daemon's view of the wall clock, and the pulses waiting for it to be set."""
+    clock = store.meta("clock") or {}
+    waiting = (0, 0) if "m006_unplaced_pulses" in store.pending_migrations \
+        else store.unplaced_summary()
+    return {"setting": clock.get("setting", "ntp"),
+            "set": clock.get("trusted", True) if running else None,
+            "waiting_pulses": waiting[0] + int(clock.get("unplaced_in_memory", 0) if running else 0),
+            "waiting_visitors": waiting[1]}
 
 
 def _upload_info(store: Store, tz: ZoneInfo, config: Config | None) -> dict[str, Any] | None:
@@ -179,6 +191,14 @@ def render(info: dict[str, Any]) -> str:
                      f"(queue depth at last write: {p['unflushed_queue_depth']})")
     db = info["database"]
     lines.append(f"database: {db['path']} ({_size(db['bytes'])})")
+    c = info["clock"]
+    if c["set"] is False:
+        lines.append(f"clock:    NOT SET yet (waiting for NTP since boot; [device] clock = "
+                     f"\"{c['setting']}\"): {c['waiting_pulses']} pulse message(s) wait to be "
+                     f"placed in their hours; they are counted and kept")
+    elif c["waiting_pulses"]:
+        lines.append(f"clock:    {c['waiting_pulses']} pulse message(s) from a boot without a set "
+                     f"clock wait to be placed (at the next start with a set clock)")
     lines.extend(_render_upload(info.get("upload")))
     lines.append("")
     table = [[s["sensor_id"], s["kind"] or "-", s["state"], _short(s["last_pulse"]),

@@ -237,6 +237,9 @@ class Uploader:
 
     def scan(self, now: float) -> int:
         """Bring the outbox up to date; returns the number of periods (re)queued."""
+        clock = self.store.meta("clock") or {}
+        if clock.get("trusted") is False:
+            return 0  # the daemon waits for NTP: until then no pulse is in its hour
         until = int(self.closed_until(now) // self.period_s) * self.period_s
         frontier = self.store.meta("upload_frontier")
         last_scan = self.store.meta("upload_scanned_at", 0.0)

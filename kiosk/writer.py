@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from kiosk.clock import Clock
 from kiosk.events import Message, Pulse, Rejected, SensorEvent
 from kiosk.exc import StorageError
-from kiosk.store import JournalEntry, SensorRow, Store, bucket_start
+from kiosk.store import JournalEntry, SensorRow, Store, UnplacedPulse, bucket_start
 from kiosk.store.health import HealthFile, Pending
 
 log = logging.getLogger("kiosk.writer")
@@ -62,6 +62,12 @@ class Writer:
         self.store = store
         self.clock = clock
         self.health = health
+        #: False while the wall clock is not set (``[device] clock = "ntp"`` before NTP has
+        #: answered): pulses are then kept unplaced, with their boot time, not in buckets.
+        self.clock_trusted = True
+        self._boot_id = clock.boot_id()
+        self._unplaced: list[UnplacedPulse] = []
+        self._floor = (0.0, clock.monotonic())  # (wall UTC s, monotonic s) of the last change
         self._health_at = float("-inf")
         self._held_pulses = 0  # pulse messages since the last successful flush
         self._held_first: float | None = None
@@ -88,7 +94,9 @@ class Writer:
             self._dirty_sensors.add(sid)
 
     def load_sensor_history(self) -> None:
-        """Carry last pulse times and rejected-line totals over from the database."""
+        """Carry last pulse times and rejected-line totals over from the database, and the
+        newest change time of the counts (so ``updated_at`` never goes back)."""
+        self._floor = (self.store.latest_change(), self.clock.monotonic())
         for row in self.store.sensor_rows():
             mine = self._sensors.get(row["sensor_id"])
             if mine is not None:
@@ -100,6 +108,9 @@ class Writer:
     def handle(self, msg: Message) -> None:
         """Take one message from the queue (cheap: memory only)."""
         if type(msg) is Pulse:
+            if not self.clock_trusted:
+                self._keep_unplaced(msg)
+                return
             c = self._counts[(msg.sensor_id, bucket_start(msg.ts))]
             c[0 if msg.direction == "in" else 1] += msg.count
             self._events.append((msg.ts, msg.sensor_id, msg.direction, msg.count))
@@ -118,6 +129,27 @@ class Writer:
             self._rejected(msg)
         else:
             log.error("writer: ignoring unknown message %r", msg)
+
+    def _keep_unplaced(self, msg: Pulse) -> None:
+        boottime = msg.boottime
+        if boottime is None:  # the same moment on the boot clock (the pulse is fresh)
+            boottime = self.clock.boottime() - (self.clock.now() - msg.ts)
+        self._unplaced.append(UnplacedPulse(self._boot_id, boottime, msg.ts, msg.sensor_id,
+                                            msg.direction, msg.count))
+        self._held_pulses += 1
+
+    def change_time(self, now: float) -> float:
+        """The ``updated_at`` (UTC s) for counts changed at wall time ``now``: ``now``, or
+        more when the wall clock was stepped back since the last change, so that it goes on
+        from where it was.  The uploader's scan finds changes by ``updated_at``; a clock
+        stepped back 3 h would otherwise hide every re-lived period from it."""
+        wall, mono = self._floor
+        return max(now, wall + (self.clock.monotonic() - mono))
+
+    @property
+    def unplaced_pending(self) -> int:
+        """Pulse messages held unplaced in memory (not yet written)."""
+        return len(self._unplaced)
 
     def _sensor_event(self, msg: SensorEvent) -> None:
         row = self._sensors.get(msg.sensor_id)
@@ -158,7 +190,8 @@ class Writer:
     @property
     def pending(self) -> bool:
         """True if something waits to be written."""
-        return bool(self._counts or self._events or self._journal or self._dirty_sensors)
+        return bool(self._counts or self._events or self._journal or self._dirty_sensors
+                    or self._unplaced)
 
     @property
     def sensor_rows(self) -> list[SensorRow]:
@@ -169,6 +202,8 @@ class Writer:
         """What is in memory and not yet in the database (pulses since the last good flush)."""
         vin = sum(c[0] for c in self._counts.values())
         vout = sum(c[1] for c in self._counts.values())
+        vin += sum(u.visitors for u in self._unplaced if u.direction == "in")
+        vout += sum(u.visitors for u in self._unplaced if u.direction == "out")
         return Pending(self._held_pulses, vin, vout, self._held_first, self._held_last)
 
     def pending_visitors(self) -> dict[str, list[int]]:
@@ -195,6 +230,7 @@ class Writer:
         counts = dict(self._counts)
         heartbeat = meta is not None
         dirty = self._dirty_sensors | self._pulse_seen if heartbeat else self._dirty_sensors
+        changed_at = self.change_time(now)
         try:
             self.store.write_batch(
                 now=now,
@@ -204,6 +240,8 @@ class Writer:
                 journal=self._journal,
                 run_id=self.run_id if heartbeat else None,
                 meta=meta,
+                unplaced=self._unplaced,
+                changed_at=changed_at,
             )
         except StorageError as e:
             self._failed(now, str(e))
@@ -214,7 +252,9 @@ class Writer:
         self.stats.pulses += len(self._events)
         self.stats.visitors += sum(i + o for i, o in counts.values())
         self.stats.last_flush = now
+        self._floor = (changed_at, self.clock.monotonic())
         self._counts.clear()
+        self._unplaced.clear()
         self._events.clear()
         self._journal.clear()
         self._dirty_sensors.clear()
@@ -275,7 +315,7 @@ class Writer:
 
 def duration_text(seconds: float) -> str:
     """``45 s``, ``12 min``, ``10 h 3 min``, ``2 d 4 h`` (seconds: a duration)."""
-    s = int(max(0.0, seconds))
+    s = round(max(0.0, seconds))
     if s < 120:
         return f"{s} s"
     m = s // 60

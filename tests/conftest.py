@@ -22,6 +22,7 @@ DEVICE_SECTION = """\
 id = "test-kiosk-01"
 site = "test-site"
 timezone = "Europe/Helsinki"
+clock = "system"
 """
 
 

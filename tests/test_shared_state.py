@@ -114,8 +114,11 @@ def test_staff_status_while_stopped_creates_nothing_and_the_daemon_starts(state_
     wait_for(lambda: counted(db) > 0, timeout=30, what="first counts")
     stop_daemon(p)
     before = sorted(os.listdir(state))
-    assert before == ["counts.db", "counts.db.reserve"]  # a clean stop leaves no -wal/-shm
+    # a clean stop leaves no -wal/-shm; the health file stays (empty unless writes failed)
+    assert before == ["counts.db", "counts.db.health", "counts.db.reserve"]
     assert os.stat(db).st_gid == KIOSK_GID and os.stat(db).st_mode & 0o777 == 0o660
+    health = state / "counts.db.health"
+    assert os.stat(health).st_gid == KIOSK_GID and os.stat(health).st_mode & 0o777 == 0o660
 
     r = staff(["status", "--db", str(db)])
     assert r.returncode == 0, r.stderr
@@ -150,4 +153,4 @@ def test_a_user_outside_the_group_gets_one_line(state_dir):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kiosk: error: "), r.stderr
     assert "group kiosk" in lines[0] or "permission" in lines[0].lower()
-    assert sorted(os.listdir(state)) == ["counts.db", "counts.db.reserve"]
+    assert sorted(os.listdir(state)) == ["counts.db", "counts.db.health", "counts.db.reserve"]

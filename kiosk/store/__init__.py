@@ -12,6 +12,8 @@ Modules:
                              (small key/value facts: daemon pid, last flush, restarts).
 :mod:`~kiosk.store.journal`  ``journal``: what happened (starts, stops, faults, uploads).
 :mod:`~kiosk.store.staff`    ``annotations``, ``imports`` and ``import_rows``.
+:mod:`~kiosk.store.placement` ``unplaced`` (pulses counted before the clock was set) and
+                             ``time_estimated`` (buckets placed by estimate).
 :mod:`~kiosk.store.outbox`   ``uploads`` (each closed period's total, revision and state) and
                              ``upload_requests`` (bodies stored before sending, re-sent byte
                              for byte).
@@ -46,14 +48,15 @@ from kiosk.exc import DiskFullError, StorageError
 from kiosk.store.counts import CountsMixin, RunRow, SensorRow
 from kiosk.store.journal import JournalEntry, JournalMixin, insert_journal
 from kiosk.store.outbox import Backlog, OutboxMixin, OutboxRow, StoredRequest, UploadState
+from kiosk.store.placement import Placement, PlacementMixin, UnplacedPulse
 from kiosk.store.reserve import ensure_reserve, release_reserve
 from kiosk.store.schema import check_ours, is_kiosk_database, migrations, pending_migrations
 from kiosk.store.staff import StaffMixin
 
 __all__ = [
-    "BUCKET_S", "BUSY_TIMEOUT_MS", "Backlog", "JournalEntry", "OutboxRow", "RunRow", "SensorRow",
-    "Store", "StoredRequest", "UploadState", "bucket_start", "insert_journal", "migrations",
-    "pid_alive",
+    "BUCKET_S", "BUSY_TIMEOUT_MS", "Backlog", "JournalEntry", "OutboxRow", "Placement", "RunRow",
+    "SensorRow", "Store", "StoredRequest", "UnplacedPulse", "UploadState", "bucket_start",
+    "insert_journal", "migrations", "pid_alive",
 ]
 
 log = logging.getLogger("kiosk.store")
@@ -103,7 +106,7 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin):
+class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin, PlacementMixin):
     """The counts database.  Open with :meth:`open` (writer) or :meth:`open_reader` (CLI).
 
     Its methods come per table family from :mod:`kiosk.store.counts`,

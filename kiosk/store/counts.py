@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from kiosk.exc import DiskFullError
 from kiosk.store.journal import JournalEntry, insert_journal
+from kiosk.store.placement import UnplacedPulse, insert_unplaced
 
 
 @dataclass
@@ -80,18 +81,24 @@ class CountsMixin:
         journal: Iterable[JournalEntry] = (),
         run_id: int | None = None,
         meta: dict[str, Any] | None = None,
+        unplaced: Sequence[UnplacedPulse] = (),
+        changed_at: float | None = None,
     ) -> None:
         """Write one flush in a single transaction.
 
         ``counts`` maps (sensor_id, bucket start) to [in, out] to add; the increment is an
-        UPSERT with ``count = count + excluded.count``.  ``events`` are (ts, sensor_id,
+        UPSERT with ``count = count + excluded.count``, stamped ``updated_at = changed_at``
+        (default ``now``; the writer passes a time that never goes back, so a clock stepped
+        back cannot hide a change from the uploader's scan).  ``events`` are (ts, sensor_id,
         direction, count) rows.  ``run_id``'s ``last_seen`` is moved to ``now``; ``meta``
-        values (JSON-able) are stored under their keys.
+        values (JSON-able) are stored under their keys.  ``unplaced``: pulses counted before
+        the clock was set (:mod:`kiosk.store.placement`).
 
         When the disk is full, the reserve (:mod:`kiosk.store.reserve`) is released and the
         flush tried once more, so that the counts in hand still reach the disk.
         """
-        args = (now, counts, events, list(sensors), list(journal), run_id, meta)  # retry-safe
+        args = (now, counts, events, list(sensors), list(journal), run_id, meta,  # retry-safe
+                unplaced, now if changed_at is None else changed_at)
         try:
             self._write_batch(*args)
         except DiskFullError:
@@ -102,7 +109,8 @@ class CountsMixin:
     def _write_batch(self, now: float, counts: dict[tuple[str, int], list[int]],
                      events: Sequence[tuple[float, str, str, int]], sensors: Iterable[SensorRow],
                      journal: Iterable[JournalEntry], run_id: int | None,
-                     meta: dict[str, Any] | None) -> None:
+                     meta: dict[str, Any] | None, unplaced: Sequence[UnplacedPulse],
+                     changed_at: float) -> None:
         with self.write() as conn:  # type: ignore[attr-defined]
             if counts:
                 conn.executemany(
@@ -111,13 +119,15 @@ class CountsMixin:
                     " in_count = in_count + excluded.in_count,"
                     " out_count = out_count + excluded.out_count,"
                     " updated_at = excluded.updated_at",
-                    [(s, b, c[0], c[1], now) for (s, b), c in counts.items()],
+                    [(s, b, c[0], c[1], changed_at) for (s, b), c in counts.items()],
                 )
             if events:
                 conn.executemany(
                     "INSERT INTO events (ts, sensor_id, direction, count) VALUES (?, ?, ?, ?)",
                     events,
                 )
+            if unplaced:
+                insert_unplaced(conn, unplaced)
             write_sensors(conn, sensors, now)
             insert_journal(conn, journal)
             if run_id is not None:
@@ -126,14 +136,25 @@ class CountsMixin:
             if meta:
                 write_meta(conn, meta)
 
-    def start_run(self, *, now: float, pid: int, version: str) -> int:
-        """Record that the daemon started counting at ``now``; returns the run id."""
+    def start_run(self, *, now: float, pid: int, version: str, boot_id: str | None = None,
+                  clock_offset: float | None = None) -> int:
+        """Record that the daemon started counting at ``now``; returns the run id.
+
+        ``clock_offset`` (wall - boot time, s) marks a run started on a wall clock that is not
+        set yet: it is moved into place when the clock is set (:mod:`kiosk.store.placement`).
+        """
         with self.write() as conn:  # type: ignore[attr-defined]
             cur = conn.execute(
-                "INSERT INTO runs (started_at, last_seen, pid, version) VALUES (?, ?, ?, ?)",
-                (now, now, pid, version),
+                "INSERT INTO runs (started_at, last_seen, pid, version, boot_id, clock_offset)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (now, now, pid, version, boot_id, clock_offset),
             )
             return int(cur.lastrowid)
+
+    def latest_change(self) -> float:
+        """The newest ``updated_at`` of any count (UTC s; 0 when there is none)."""
+        return float(self.conn.execute("SELECT coalesce(max(updated_at), 0) FROM counts")
+                     .fetchone()[0])
 
     def end_run(self, run_id: int, *, now: float, reason: str) -> None:
         """Record that run ``run_id`` stopped counting at ``now`` for ``reason``."""

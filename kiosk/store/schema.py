@@ -149,6 +149,32 @@ def m004_fewer_indexes(db: sqlite_utils.Database) -> None:
     db.executescript("DROP INDEX IF EXISTS counts_updated; DROP INDEX IF EXISTS events_ts;")
 
 
+@migrations()
+def m006_unplaced_pulses(db: sqlite_utils.Database) -> None:
+    """Pulses counted before the clock was set (a Pi without a battery clock), kept with their
+    boot time until NTP answers; the periods placed by an estimate; runs on an unset clock."""
+    db.executescript(
+        """
+        CREATE TABLE unplaced (
+            boot_id TEXT NOT NULL,              -- the kernel's boot id when it was counted
+            boottime REAL NOT NULL,             -- CLOCK_BOOTTIME seconds in that boot
+            wall REAL NOT NULL,                 -- the (unset) wall clock's UTC seconds
+            sensor_id TEXT NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+            count INTEGER NOT NULL
+        );
+        CREATE TABLE time_estimated (          -- buckets whose pulses were placed by estimate
+            sensor_id TEXT NOT NULL,
+            start INTEGER NOT NULL,
+            PRIMARY KEY (sensor_id, start)
+        ) WITHOUT ROWID;
+        ALTER TABLE runs ADD COLUMN boot_id TEXT;
+        -- wall - boottime when a run started on an unset clock; NULL once placed (or trusted)
+        ALTER TABLE runs ADD COLUMN clock_offset REAL;
+        """
+    )
+
+
 def pending_migrations(db: sqlite_utils.Database) -> list[str]:
     """Names of the migrations not yet applied to ``db`` (read-only: writes nothing)."""
     return [m.name for m in migrations.pending(db)]
