@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from kiosk.clock import Clock
-from kiosk.events import Message, Pulse, Rejected, SensorEvent
+from kiosk.events import Message, Pulse, Rejected, SensorEvent, TotalsState
 from kiosk.exc import StorageError
 from kiosk.store import JournalEntry, SensorRow, Store, bucket_start
 
@@ -61,6 +61,11 @@ class Writer:
         self._dirty_sensors: set[str] = set()  # state or rejected lines changed: write now
         self._pulse_seen: set[str] = set()  # only last_pulse moved: write with the heartbeat
         self._sensors: dict[str, SensorRow] = {}
+        #: The latest running totals of each cumulative serial sensor (stored or in memory):
+        #: what a sensor rebuilt by a reload resumes from.
+        self.totals: dict[str, TotalsState] = {}
+        self._totals_dirty: set[str] = set()
+        self._totals_forget: set[str] = set()
         self.set_sensors(sensor_kinds)
 
     def set_sensors(self, sensor_kinds: dict[str, str]) -> None:
@@ -81,6 +86,16 @@ class Writer:
                 mine.last_pulse = row["last_pulse"]
                 mine.rejected_lines = row["rejected_lines"] or 0
 
+    def load_totals(self) -> None:
+        """Take the running totals stored by the last run (resumed by the serial sensors)."""
+        self.totals.update(self.store.serial_totals())
+
+    def forget_totals(self, sensor_id: str) -> None:
+        """Drop a sensor's running totals (it no longer reads them); written at the next flush."""
+        if self.totals.pop(sensor_id, None) is not None:
+            self._totals_forget.add(sensor_id)
+            self._totals_dirty.discard(sensor_id)
+
     # -- messages ---------------------------------------------------------------------------
 
     def handle(self, msg: Message) -> None:
@@ -93,6 +108,13 @@ class Writer:
             if row is not None and (row.last_pulse is None or msg.ts > row.last_pulse):
                 row.last_pulse = msg.ts
                 self._pulse_seen.add(msg.sensor_id)
+        elif type(msg) is TotalsState:
+            old = self.totals.get(msg.sensor_id)
+            self.totals[msg.sensor_id] = msg
+            if old is None or (old.port, old.totals_in, old.totals_out) != (
+                    msg.port, msg.totals_in, msg.totals_out):
+                self._totals_dirty.add(msg.sensor_id)  # unchanged totals: nothing to write
+                self._totals_forget.discard(msg.sensor_id)
         elif isinstance(msg, SensorEvent):
             self._sensor_event(msg)
         elif isinstance(msg, Rejected):
@@ -139,7 +161,8 @@ class Writer:
     @property
     def pending(self) -> bool:
         """True if something waits to be written."""
-        return bool(self._counts or self._events or self._journal or self._dirty_sensors)
+        return bool(self._counts or self._events or self._journal or self._dirty_sensors
+                    or self._totals_dirty or self._totals_forget)
 
     def pending_visitors(self) -> dict[str, list[int]]:
         """Per sensor [in, out] not yet written."""
@@ -174,6 +197,8 @@ class Writer:
                 journal=self._journal,
                 run_id=self.run_id if heartbeat else None,
                 meta=meta,
+                totals=[self.totals[s] for s in sorted(self._totals_dirty) if s in self.totals],
+                forget_totals=sorted(self._totals_forget),
             )
         except StorageError as e:
             self.stats.failures += 1
@@ -192,6 +217,8 @@ class Writer:
         self._events.clear()
         self._journal.clear()
         self._dirty_sensors.clear()
+        self._totals_dirty.clear()
+        self._totals_forget.clear()
         if heartbeat:
             self._pulse_seen.clear()
         return True

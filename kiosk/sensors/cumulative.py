@@ -41,6 +41,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
+from kiosk.events import ChannelState
+
 __all__ = ["CumulativeDecoder", "Decision", "DecisionKind", "DecoderState"]
 
 
@@ -71,12 +73,9 @@ class Decision(NamedTuple):
     level: str = ""
 
 
-class DecoderState(NamedTuple):
-    """Durable state to persist (e.g. in SQLite) and restore with ``from_state``."""
-
-    last: int | None  # last accepted total (None: never had a reading)
-    suspect: int | None  # held suspect reading, or None
-    suspect_offline: bool = False  # an offline gap lies between ``last`` and ``suspect``
+#: Durable state to persist (the writer stores it in SQLite) and restore with ``from_state``:
+#: ``last`` accepted total, held ``suspect``, ``suspect_offline`` (a gap before the suspect).
+DecoderState = ChannelState
 
 
 class CumulativeDecoder:

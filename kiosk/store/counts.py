@@ -13,8 +13,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from kiosk.events import TotalsState
 from kiosk.exc import DiskFullError
 from kiosk.store.journal import JournalEntry, insert_journal
+from kiosk.store.totals import delete_totals, write_totals
 
 
 @dataclass
@@ -80,18 +82,23 @@ class CountsMixin:
         journal: Iterable[JournalEntry] = (),
         run_id: int | None = None,
         meta: dict[str, Any] | None = None,
+        totals: Iterable[TotalsState] = (),
+        forget_totals: Iterable[str] = (),
     ) -> None:
         """Write one flush in a single transaction.
 
         ``counts`` maps (sensor_id, bucket start) to [in, out] to add; the increment is an
         UPSERT with ``count = count + excluded.count``.  ``events`` are (ts, sensor_id,
         direction, count) rows.  ``run_id``'s ``last_seen`` is moved to ``now``; ``meta``
-        values (JSON-able) are stored under their keys.
+        values (JSON-able) are stored under their keys.  ``totals`` are the serial sensors'
+        running totals after the readings these counts came from (same transaction: a crash
+        keeps both or neither); ``forget_totals`` are sensor ids whose totals are dropped.
 
         When the disk is full, the reserve (:mod:`kiosk.store.reserve`) is released and the
         flush tried once more, so that the counts in hand still reach the disk.
         """
-        args = (now, counts, events, list(sensors), list(journal), run_id, meta)  # retry-safe
+        args = (now, counts, events, list(sensors), list(journal), run_id, meta,  # retry-safe
+                list(totals), list(forget_totals))
         try:
             self._write_batch(*args)
         except DiskFullError:
@@ -102,7 +109,8 @@ class CountsMixin:
     def _write_batch(self, now: float, counts: dict[tuple[str, int], list[int]],
                      events: Sequence[tuple[float, str, str, int]], sensors: Iterable[SensorRow],
                      journal: Iterable[JournalEntry], run_id: int | None,
-                     meta: dict[str, Any] | None) -> None:
+                     meta: dict[str, Any] | None, totals: Iterable[TotalsState],
+                     forget_totals: Iterable[str]) -> None:
         with self.write() as conn:  # type: ignore[attr-defined]
             if counts:
                 conn.executemany(
@@ -125,6 +133,8 @@ class CountsMixin:
                              " WHERE id = ? AND stopped_at IS NULL", (now, run_id))
             if meta:
                 write_meta(conn, meta)
+            delete_totals(conn, forget_totals)
+            write_totals(conn, totals, now)
 
     def start_run(self, *, now: float, pid: int, version: str) -> int:
         """Record that the daemon started counting at ``now``; returns the run id."""
