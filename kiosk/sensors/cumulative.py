@@ -252,11 +252,10 @@ class CumulativeDecoder:
                             f"{n} total went from {last} to {s}, then {total}: counted {jump + d} "
                             f"({jump} counted while offline)", "INFO")
         if offline:
-            why = (f"while offline (more than max_offline_jump = {self.max_offline_jump}); "
-                   "check the device")
+            why = f"more than max_offline_jump = {self.max_offline_jump} while offline"
         else:
-            why = (f"in one reading (more than max_jump = {self.max_jump} per reading); "
-                   "check the device")
+            why = f"more than max_jump = {self.max_jump} in one reading"
         return Decision(DecisionKind.REBASED, d,
-                        f"{n} total jumped from {last} to {s}, then {total}: {jump} not counted, "
-                        f"jump {why}; {s} is the new baseline; counted {d}", "WARNING")
+                        f"{n} total jumped from {last} to {s}, then {total}: {jump} not counted "
+                        f"({why}: check the device); {s} is the new baseline; counted {d}",
+                        "WARNING")
