@@ -296,3 +296,29 @@ def test_sighup_storm_loses_nothing(rebuild, config_file, daemon, pty_feeder, tm
     assert len(reloads) >= sent // 4, f"{len(reloads)} reloads for {sent} SIGHUPs"
     assert any(("restarted door" in m) == rebuild for m in reloads)
     print(f"{sent} SIGHUPs ({len(reloads)} reloads): {written} of {written} stored")
+
+
+def test_totals_are_forgotten_when_the_sensor_counts_events(config_file, daemon, pty_feeder,
+                                                            tmp_path):
+    """Switched to events mode, the device's increase is counted as events; switched back,
+    resuming from the old totals would count it twice: a new baseline instead."""
+    db = tmp_path / "counts.db"
+    cumulative = config_file(CUMULATIVE.format(port=pty_feeder.link), flush=0.2)
+    text = cumulative.read_text()
+    d = daemon(cumulative)
+    d.wait_ready()
+    _send_totals(pty_feeder, db, [(100, 40), (110, 42)])
+    assert d.terminate() == 0
+    cumulative.write_text(text.replace('mode = "cumulative"\n', ""))
+    d = daemon(cumulative)
+    d.wait_ready()
+    pty_feeder.write(b"IN 50\n")
+    wait_for(lambda: db_totals(db) == (60, 2), what="the event counted")
+    assert _stored_totals(db) == {}
+    assert d.terminate() == 0
+    cumulative.write_text(text)
+    d = daemon(cumulative)
+    d.wait_ready()
+    _send_totals(pty_feeder, db, [(160, 45), (170, 47)])
+    assert d.terminate() == 0
+    assert db_totals(db) == (70, 4)  # 10 + 50 + 10; not 50 more for 110 -> 160
