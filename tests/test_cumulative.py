@@ -54,6 +54,20 @@ def test_online_jump_is_not_counted_and_says_so() -> None:
     assert "4900 not counted" in decisions[2].note and "check the device" in decisions[2].note
 
 
+def test_where_two_readings_fit_both_the_least_is_counted() -> None:
+    total, kinds = run([100, 1200, 1250], max_jump=1000)  # a leap that goes on
+    assert (total, kinds[-1]) == (50, DecisionKind.REBASED)
+    total, kinds = run([5000, 4500, 5010], max_jump=1000)  # a dip that does not
+    assert (total, kinds[-1]) == (10, DecisionKind.REJECTED_NOISE)
+
+
+def test_a_drop_too_high_for_a_reset_is_a_new_baseline() -> None:
+    dec = CumulativeDecoder(name="IN", max_jump=1000)
+    decisions = [dec.feed(r) for r in (5000, 3500, 4400)]
+    assert decisions[-1].kind is DecisionKind.REBASED and decisions[-1].delta == 900
+    assert "not a device reset" in decisions[-1].note
+
+
 def test_offline_increase_counted_once_confirmed() -> None:
     dec = CumulativeDecoder(name="IN", max_jump=1000, max_offline_jump=100_000)
     dec.feed(100)

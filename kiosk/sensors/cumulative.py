@@ -15,14 +15,20 @@ For the previous accepted total ``last`` and a new reading ``total``:
 * anything else (a drop that is not a wrap, a jump above ``max_jump``) is held
   as SUSPECT, nothing counted, and the next reading decides:
 
-  - it continues the old sequence (at most ``2 * max_jump`` above ``last``):
-    the suspect was a garbled reading, rejected (REJECTED_NOISE);
+  - it continues the old sequence (at most ``max_jump`` per reading since ``last``
+    above it): the suspect was a garbled reading, rejected (REJECTED_NOISE);
   - it continues from the suspect (at most ``max_jump`` above it): a drop was a
     device reset (RESET: the suspect is the count since the reset, plus the step
-    since); a jump while reading online is not counted (REBASED: the suspect is
-    the new baseline, the step after it counts; a counter does not count more than
-    ``max_jump`` between two readings, so the jump is the device's fault);
+    since; a suspect above ``max_jump`` per reading cannot be a count since a reset,
+    and the drop is taken as a new baseline, REBASED); a jump while reading online is
+    not counted (REBASED: the suspect is the new baseline, the step after it counts;
+    a counter does not count more than ``max_jump`` between two readings, so the jump
+    is the device's fault);
   - neither: the suspect is dropped and the new reading is held instead.
+
+  Where both of the first two fit, the one counting less wins: a jump followed by a step
+  (100 -> 1200 -> 1250 with ``max_jump = 1000``) is a confirmed jump (50 counted), a drop
+  followed by a step back up (5000 -> 4500 -> 5010) was garbled (10 counted).
 
 Gaps: after a restart (:meth:`CumulativeDecoder.from_state`) or a reconnect
 (:meth:`CumulativeDecoder.gap`) the next reading follows an offline gap.  An
@@ -109,6 +115,7 @@ class CumulativeDecoder:
         self._last: int | None = None
         self._suspect: int | None = None
         self._suspect_offline = False
+        self._held = 0  # readings taken since ``_last`` (held or dropped), not stored
         self._gap = False  # the next reading follows an offline gap
 
     @classmethod
@@ -127,6 +134,7 @@ class CumulativeDecoder:
         dec._last = state.last
         dec._suspect = state.suspect if state.last is not None else None
         dec._suspect_offline = bool(state.suspect_offline) and dec._suspect is not None
+        dec._held = int(dec._suspect is not None)
         dec._gap = state.last is not None
         return dec
 
@@ -170,10 +178,12 @@ class CumulativeDecoder:
     def _hold(self, total: int, offline: bool, note: str = "", level: str = "") -> Decision:
         self._suspect = total
         self._suspect_offline = offline
+        self._held += 1
         return Decision(DecisionKind.SUSPECT, 0, note, level)
 
     def _accept(self, total: int) -> None:
         self._last, self._suspect, self._suspect_offline = total, None, False
+        self._held = 0
 
     # -- API ----------------------------------------------------------------
 
@@ -218,35 +228,51 @@ class CumulativeDecoder:
         n, last, s = self.name, self._last, self._suspect
         assert last is not None and s is not None
         offline = self._suspect_offline  # a gap between last and s
-        # the old sequence goes on: s was garbled
-        old = self._step(last, total, 2 * self.max_jump)
+        # only a reading taken right after it (no gap between) can confirm the suspect
+        new = None if gap else self._step(s, total, self.max_jump)
+        if new is not None and s > last:  # a jump, confirmed
+            self._accept(total)
+            return self._jump(last, s, total, new[1], offline)
+        # the old sequence goes on: s was garbled (where a drop fits both, the least count);
+        # one max_jump for each reading since the last total
+        held = self._held
+        old = self._step(last, total, (held + 1) * self.max_jump)
         if old is not None:
             d = old[1]
             self._accept(total)
             return Decision(DecisionKind.REJECTED_NOISE, d,
                             f"{n} total read {s} between {last} and {total}: not a plausible "
                             f"reading (garbled line?), rejected; counted {d}", "WARNING")
-        # only a reading taken right after it (no gap between) can confirm the suspect
-        new = None if gap else self._step(s, total, self.max_jump)
         if new is None:  # continues neither: drop s, hold the new reading instead
             return self._hold(total, offline or gap,
                               f"{n} total read {s}, then {total}, neither continuing {last}: "
                               f"{s} rejected, {total} held until the next reading", "WARNING")
         d = new[1]
         self._accept(total)
-        if s < last:  # a drop that was not a wrap, confirmed
-            if offline:
-                return Decision(
-                    DecisionKind.RESET_WHILE_OFFLINE, s + d,
-                    f"{n} total went down from {last} to {s} while offline, then {total}: "
-                    f"the device was reset (or its counter wrapped) while offline, which the "
-                    f"readings cannot tell apart; counted {s + d}, the least it counted; visits "
-                    f"before the reset that were not read are unknown (check the device)",
-                    "WARNING")
-            return Decision(DecisionKind.RESET, s + d,
-                            f"{n} total went down from {last} to {s}, then {total}: device reset; "
-                            f"counted {s + d} since the reset", "WARNING")
-        jump = s - last
+        # a drop that was not a wrap, confirmed (a confirmed jump returned above)
+        limit = self.max_offline_jump if offline else held * self.max_jump
+        if s > limit:  # more than the device can have counted since a reset
+            return Decision(DecisionKind.REBASED, d,
+                            f"{n} total went down from {last} to {s}, then {total}: not a device "
+                            f"reset ({s} is more than {limit} counted since one: check the "
+                            "device); nothing counted for the "
+                            f"drop, {s} is the new baseline; counted {d}", "WARNING")
+        if offline:
+            return Decision(
+                DecisionKind.RESET_WHILE_OFFLINE, s + d,
+                f"{n} total went down from {last} to {s} while offline, then {total}: "
+                f"the device was reset (or its counter wrapped) while offline, which the "
+                f"readings cannot tell apart; counted {s + d}, the least it counted; visits "
+                f"before the reset that were not read are unknown (check the device)",
+                "WARNING")
+        return Decision(DecisionKind.RESET, s + d,
+                        f"{n} total went down from {last} to {s}, then {total}: device reset; "
+                        f"counted {s + d} since the reset", "WARNING")
+
+    def _jump(self, last: int, s: int, total: int, d: int, offline: bool) -> Decision:
+        """``last`` -> ``s`` leapt more than ``max_jump`` and ``total`` continued from ``s``
+        (``d`` later); counted only when the leap came across an offline gap."""
+        n, jump = self.name, s - last
         if offline and jump <= self.max_offline_jump:
             return Decision(DecisionKind.OFFLINE, jump + d,
                             f"{n} total went from {last} to {s}, then {total}: counted {jump + d} "
