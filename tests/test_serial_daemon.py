@@ -107,14 +107,19 @@ def test_device_reset_counts_from_zero(config_file, daemon, pty_feeder, tmp_path
 # -- restarts, the cable, reloads, kill -9 ------------------------------------------------------
 
 
-def test_restart_counts_what_came_while_stopped(config_file, daemon, pty_feeder, tmp_path):
+@pytest.mark.parametrize("stop", ["SIGTERM", "kill -9"])
+def test_restart_counts_what_came_while_stopped(stop, config_file, daemon, pty_feeder,
+                                                tmp_path):
     """100 -> 110, restart, 160 -> 170: the device counted 70, and 70 are stored."""
     db = tmp_path / "counts.db"
     cfg = config_file(CUMULATIVE.format(port=pty_feeder.link), flush=0.2)
     d = daemon(cfg)
     d.wait_ready()
     _send_totals(pty_feeder, db, [(100, 40), (110, 42)])
-    assert d.terminate() == 0
+    if stop == "SIGTERM":
+        assert d.terminate() == 0
+    else:  # between two readings, after the flush that stored 110
+        d.kill9()
     d = daemon(cfg)
     d.wait_ready()
     _send_totals(pty_feeder, db, [(160, 45), (170, 47)])
