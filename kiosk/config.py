@@ -334,6 +334,19 @@ SENSOR_KEYS: dict[str, dict[str, Key]] = {
                  doc="first reopen delay (s); doubles after each failure"),
         _num_key("reconnect_max_s", 60.0, "seconds", 0, 86400, lo_open=True,
                  doc="longest reopen delay (s), ≥ reconnect_min_s and ≤ 1 day"),
+        Key("counter_bits", (int, str), "auto", "16, 32 or 'auto'", _one_of(16, 32, "auto"),
+            "cumulative mode: width of the device's counters; 'auto': a drop from near 2¹⁶ "
+            "or 2³² is a wrap"),
+        Key("max_jump", (int,), 1000, "a whole number of visits between 1 and 1000000",
+            _int_range(1, 1_000_000),
+            "cumulative mode: largest plausible increase of a total between two readings "
+            "(visits); a larger one is held until the next reading decides, and not counted "
+            "if confirmed"),
+        Key("max_offline_jump", (int,), 100_000,
+            "a whole number of visits between 1 and 1000000000, ≥ max_jump",
+            _int_range(1, 1_000_000_000),
+            "cumulative mode: largest increase counted across a restart or an unplugged cable "
+            "(visits); a larger one is journalled and not counted"),
     ),
     "simulated": _keys(
         _num_key("weekday_visits", 5500.0, "visits per weekday", 0, 1e7,
@@ -399,6 +412,11 @@ def cross_check(stype: str, opts: Mapping[str, Any]) -> list[KeyProblem]:
             problems.append(KeyProblem(
                 "reconnect_max_s", f"expected a number of seconds ≥ reconnect_min_s ({lo:g}), "
                                    f"found {hi:g}"))
+        jump, offline = opts.get("max_jump"), opts.get("max_offline_jump")
+        if jump is not None and offline is not None and offline < jump:
+            problems.append(KeyProblem(
+                "max_offline_jump", f"expected a whole number of visits ≥ max_jump ({jump}), "
+                                    f"found {offline}"))
         if opts.get("pattern") is not None and opts.get("mode") is not None:
             try:
                 compile_serial_pattern(opts["pattern"], opts["mode"])

@@ -29,7 +29,7 @@ from kiosk.config import Config
 from kiosk.config import load as load_config
 from kiosk.events import SensorEvent, SensorState
 from kiosk.exc import ConfigError, SensorError, StorageError
-from kiosk.sensors import build_sensor, build_sensors
+from kiosk.sensors import build_sensor, build_sensors, reads_totals
 from kiosk.sensors.base import Sensor
 from kiosk.store import Store, pid_alive
 from kiosk.store.health import HealthFile, Pending
@@ -125,6 +125,7 @@ class Daemon:
         self.writer = writer = Writer(store, clock=self.clock, sensor_kinds=self._kinds(),
                                       health=health)
         writer.load_sensor_history()
+        writer.load_totals()
         starts = int(store.meta("starts", 0)) + 1
         now = self.clock.now()
         self.started_at = now
@@ -284,9 +285,18 @@ class Daemon:
     def _kinds(self) -> dict[str, str]:
         return {s.id: s.type for s in self.config.sensors}
 
+    def _forget_stale_totals(self) -> None:
+        """Drop stored running totals of sensors that now count events: should they read
+        totals again, the device's increase meanwhile was already counted as events."""
+        w = self._w()
+        for sc in self.config.sensors:
+            if not reads_totals(sc):
+                w.forget_totals(sc.id)
+
     def _start_sensors(self) -> None:
+        self._forget_stale_totals()
         self.sensors = build_sensors(self.config, emit=self.queue.put, clock=self.clock,
-                                     pin_factory=self.pin_factory)
+                                     pin_factory=self.pin_factory, resume=self._w().totals)
         self._sensor_configs = {sc.id: sc for sc in self.config.sensors}
         started = sum(self._start_one(sensor) for sensor in self.sensors)
         if self.sensors and not started:
@@ -326,7 +336,7 @@ class Daemon:
             sc = self._sensor_configs[sensor.id]
             fresh = build_sensor(sc, emit=self.queue.put, clock=self.clock,
                                  timezone=self.config.device.timezone,
-                                 pin_factory=self.pin_factory)
+                                 pin_factory=self.pin_factory, resume=self._w().totals.get(sc.id))
             self.sensors[i] = fresh
             self._start_one(fresh)
 
@@ -518,6 +528,7 @@ class Daemon:
         self._drain()
         self.config = new
         w.set_sensors(self._kinds())
+        self._forget_stale_totals()
         sensors: list[Sensor] = []
         restarted: list[str] = []
         added: list[str] = []
@@ -526,8 +537,10 @@ class Daemon:
             if sc.id in keep:
                 sensors.append(keep[sc.id])
                 continue
+            # resumes from the writer's latest totals (the closed sensor's last reading)
             sensor = build_sensor(sc, emit=self.queue.put, clock=self.clock,
-                                  timezone=new.device.timezone, pin_factory=self.pin_factory)
+                                  timezone=new.device.timezone, pin_factory=self.pin_factory,
+                                  resume=w.totals.get(sc.id))
             self._start_one(sensor)
             sensors.append(sensor)
             (restarted if sc.id in old_ids else added).append(sc.id)

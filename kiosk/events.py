@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Direction = Literal["in", "out"]
 
@@ -67,7 +67,28 @@ class Rejected:
     reason: str
 
 
-Message = Pulse | SensorEvent | Rejected
+class ChannelState(NamedTuple):
+    """What a cumulative counter's channel (in or out) decoder keeps between readings."""
+
+    last: int | None  #: the last running total taken (None: no reading yet)
+    suspect: int | None = None  #: a reading held until the next one decides, or None
+    suspect_offline: bool = False  #: an offline gap lies between ``last`` and ``suspect``
+
+
+@dataclass(frozen=True, slots=True)
+class TotalsState:
+    """A cumulative serial sensor's decoder state after a reading, emitted after the pulses
+    of that reading.  The writer stores the latest in the same transaction as those counts,
+    so a restart resumes from it: neither counting twice nor losing (``ts``: UTC s)."""
+
+    sensor_id: str
+    ts: float
+    port: str  #: the port the totals were read from (a different device does not resume)
+    totals_in: ChannelState
+    totals_out: ChannelState
+
+
+Message = Pulse | SensorEvent | Rejected | TotalsState
 Emit = Callable[[Message], None]
 
 

@@ -24,9 +24,12 @@ if TYPE_CHECKING:  # SQLite and sqlite_utils load only when a command runs (fast
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 #: The kinds written by the kiosk's components (shown in --help; others are accepted too).
-KINDS = ("daemon-start", "daemon-stop", "state", "reconnect", "device-reset",
-         "implausible-total", "rejected-line", "clock-jump", "config-reload", "upload",
-         "quarantine", "import", "annotation", "storage", "counts-lost")
+KINDS = ("daemon-start", "daemon-stop", "state", "reconnect", "rejected-line",
+         # a serial counter's running totals (kiosk.sensors.serial.JOURNAL_KINDS)
+         "total-baseline", "counter-wrap", "garbled-total", "device-reset", "counted-offline",
+         "reset-while-offline", "implausible-total",
+         "clock", "clock-jump", "config-reload", "upload", "quarantine", "import", "annotation",
+         "storage", "counts-lost")
 
 # -- shared by the staff commands ------------------------------------------------------------
 

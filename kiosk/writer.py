@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kiosk.clock import Clock
-from kiosk.events import Message, Pulse, Rejected, SensorEvent
+from kiosk.events import Message, Pulse, Rejected, SensorEvent, TotalsState
 from kiosk.exc import StorageError
 from kiosk.store import JournalEntry, SensorRow, Store, UnplacedPulse, bucket_start
 from kiosk.store.health import HealthFile, Pending
@@ -81,6 +81,11 @@ class Writer:
         self._dirty_sensors: set[str] = set()  # state or rejected lines changed: write now
         self._pulse_seen: set[str] = set()  # only last_pulse moved: write with the heartbeat
         self._sensors: dict[str, SensorRow] = {}
+        #: The latest running totals of each cumulative serial sensor (stored or in memory):
+        #: what a sensor rebuilt by a reload resumes from.
+        self.totals: dict[str, TotalsState] = {}
+        self._totals_dirty: set[str] = set()
+        self._totals_forget: set[str] = set()
         self.set_sensors(sensor_kinds)
 
     def set_sensors(self, sensor_kinds: dict[str, str]) -> None:
@@ -103,6 +108,16 @@ class Writer:
                 mine.last_pulse = row["last_pulse"]
                 mine.rejected_lines = row["rejected_lines"] or 0
 
+    def load_totals(self) -> None:
+        """Take the running totals stored by the last run (resumed by the serial sensors)."""
+        self.totals.update(self.store.serial_totals())
+
+    def forget_totals(self, sensor_id: str) -> None:
+        """Drop a sensor's running totals (it no longer reads them); written at the next flush."""
+        if self.totals.pop(sensor_id, None) is not None:
+            self._totals_forget.add(sensor_id)
+            self._totals_dirty.discard(sensor_id)
+
     # -- messages ---------------------------------------------------------------------------
 
     def handle(self, msg: Message) -> None:
@@ -123,6 +138,13 @@ class Writer:
             if row is not None and (row.last_pulse is None or msg.ts > row.last_pulse):
                 row.last_pulse = msg.ts
                 self._pulse_seen.add(msg.sensor_id)
+        elif type(msg) is TotalsState:
+            old = self.totals.get(msg.sensor_id)
+            self.totals[msg.sensor_id] = msg
+            if old is None or (old.port, old.totals_in, old.totals_out) != (
+                    msg.port, msg.totals_in, msg.totals_out):
+                self._totals_dirty.add(msg.sensor_id)  # unchanged totals: nothing to write
+                self._totals_forget.discard(msg.sensor_id)
         elif isinstance(msg, SensorEvent):
             self._sensor_event(msg)
         elif isinstance(msg, Rejected):
@@ -191,7 +213,7 @@ class Writer:
     def pending(self) -> bool:
         """True if something waits to be written."""
         return bool(self._counts or self._events or self._journal or self._dirty_sensors
-                    or self._unplaced)
+                    or self._unplaced or self._totals_dirty or self._totals_forget)
 
     @property
     def sensor_rows(self) -> list[SensorRow]:
@@ -242,6 +264,8 @@ class Writer:
                 meta=meta,
                 unplaced=self._unplaced,
                 changed_at=changed_at,
+                totals=[self.totals[s] for s in sorted(self._totals_dirty) if s in self.totals],
+                forget_totals=sorted(self._totals_forget),
             )
         except StorageError as e:
             self._failed(now, str(e))
@@ -260,6 +284,8 @@ class Writer:
         self._dirty_sensors.clear()
         self._held_pulses = 0
         self._held_first = self._held_last = None
+        self._totals_dirty.clear()
+        self._totals_forget.clear()
         if heartbeat:
             self._pulse_seen.clear()
         return True

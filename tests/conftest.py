@@ -247,7 +247,10 @@ class PtyFeeder:
         self.master = self.slave = -1
 
     def write(self, data: bytes) -> None:
-        os.write(self.master, data)
+        """All of ``data`` (a pty whose reader lags takes part of a write and blocks)."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.master, view):]
 
     def start(self, rate: float, line: bytes = b"IN\n") -> None:
         self._stop.clear()
@@ -256,7 +259,7 @@ class PtyFeeder:
         def feed() -> None:
             next_t = time.monotonic()
             while not self._stop.is_set():
-                os.write(self.master, line * per_tick)
+                self.write(line * per_tick)
                 self.written += per_tick
                 next_t += per_tick / rate
                 delay = next_t - time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 import serial
 
 from kiosk.clock import ManualClock, SystemClock
-from kiosk.events import Pulse, Rejected, SensorEvent
+from kiosk.events import ChannelState, Pulse, Rejected, SensorEvent, TotalsState
 from kiosk.exc import ConfigError
 from kiosk.sensors import serial as serial_sensor
 from kiosk.sensors.serial import MAX_LINE, SerialSensor, validate_pattern
@@ -309,6 +309,7 @@ def test_cumulative_baseline_deltas_and_reset(rig):
     p.write(b"TOTAL IN=10 OUT=4\n")  # baseline only
     rig.sync(p, c)
     assert c.pulses() == []
+    assert [e.level for e in c.events("total-baseline")] == ["INFO", "INFO"]
     p.write(b"total in=12 out=4\n")
     p.write(b"  TOTAL   IN = 15  OUT = 7 \r\n")
     p.write(b"TOTAL IN=15 OUT=7\n")
@@ -316,14 +317,34 @@ def test_cumulative_baseline_deltas_and_reset(rig):
     assert c.pulses() == [("in", 2), ("in", 3), ("out", 3)]
     assert c.events("device-reset") == []
 
-    p.write(b"TOTAL IN=2 OUT=1\n")  # device restarted from zero and counted 2 in, 1 out
-    p.write(b"TOTAL IN=3 OUT=1\n")
+    p.write(b"TOTAL IN=2 OUT=1\n")  # held: a reset, or a garbled line?
     rig.sync(p, c)
-    assert c.pulses()[3:] == [("in", 2), ("out", 1), ("in", 1)]
-    (reset,) = c.events("device-reset")
-    assert reset.level == "WARNING" and reset.state is None
-    assert "in=15 out=7" in reset.message and "in=2 out=1" in reset.message
-    assert s.status()["counted"] == {"in": 2 + 3 + 2 + 1, "out": 3 + 1}
+    assert c.pulses()[3:] == []
+    p.write(b"TOTAL IN=3 OUT=1\n")  # continues from 2 and 1: the device restarted from zero
+    rig.sync(p, c)
+    assert c.pulses()[3:] == [("in", 3), ("out", 1)]
+    resets = c.events("device-reset")
+    assert [e.level for e in resets] == ["WARNING", "WARNING"]
+    assert all(e.state is None for e in resets)
+    assert "IN total went down from 15 to 2, then 3: device reset; counted 3" in resets[0].message
+    assert "OUT total went down from 7 to 1, then 1" in resets[1].message
+    assert s.status()["counted"] == {"in": 2 + 3 + 3, "out": 3 + 1}
+    # after every reading, the decoders' state for the writer
+    last = [m for m in c.items if isinstance(m, TotalsState)][-1]
+    assert (last.port, last.totals_in, last.totals_out) == (
+        p.path, ChannelState(3, None, False), ChannelState(1, None, False))
+
+
+def test_cumulative_garbled_reading_is_rejected_per_channel(rig):
+    p = rig.pty()
+    _s, c = rig.sensor(p.path, mode="cumulative")
+    # IN loses a digit once; OUT is fine throughout
+    p.write(b"TOTAL IN=12345 OUT=12000\nTOTAL IN=1235 OUT=12001\nTOTAL IN=12347 OUT=12002\n")
+    rig.sync(p, c)
+    assert sorted(c.pulses()) == [("in", 2), ("out", 1), ("out", 1)]
+    (garbled,) = c.events("garbled-total")
+    assert garbled.level == "WARNING"
+    assert "IN total read 1235 between 12345 and 12347" in garbled.message
 
 
 def test_cumulative_garbage_and_implausible_jump(rig):
@@ -332,10 +353,44 @@ def test_cumulative_garbage_and_implausible_jump(rig):
     p.write(b"TOTAL IN=100 OUT=100\nIN\nTOTAL IN=x OUT=1\nTOTAL IN=500000 OUT=100\n")
     p.write(b"TOTAL IN=500001 OUT=101\n")
     rig.sync(p, c)
+    # the confirmed jump is not counted (no visits invented), the step after it is
     assert c.pulses() == [("in", 1), ("out", 1)]
     assert [r.sample for r in non_sync_rejects(c)] == ["IN", "TOTAL IN=x OUT=1"]
     (jump,) = c.events("implausible-total")
     assert jump.level == "WARNING"
+    assert "499900 not counted" in jump.message and "check the device" in jump.message
+
+
+def test_cumulative_options_are_checked(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        SerialSensor("x", port=str(tmp_path / "p"), emit=print, clock=SystemClock(),
+                     mode="cumulative", counter_bits=24, max_jump=500, max_offline_jump=100)
+    text = "\n".join(info.value.problems)
+    assert "counter_bits: expected 16, 32 or 'auto', found 24" in text
+    assert "max_offline_jump: expected a whole number of visits ≥ max_jump (500)" in text
+
+
+def test_cumulative_resumes_from_stored_totals(rig):
+    p = rig.pty()
+    state = TotalsState("east-gate", 0.0, p.path, ChannelState(110), ChannelState(50))
+    _s, c = rig.sensor(p.path, mode="cumulative", resume=state)
+    p.write(b"TOTAL IN=160 OUT=50\nTOTAL IN=170 OUT=52\n")
+    rig.sync(p, c)
+    assert c.pulses() == [("in", 50), ("in", 10), ("out", 2)]
+    (offline,) = c.events("counted-offline")
+    assert offline.level == "INFO" and "IN total went from 110 to 160: 50 counted while offline" \
+        in offline.message
+
+
+def test_cumulative_totals_from_another_port_do_not_resume(rig):
+    p = rig.pty()
+    state = TotalsState("east-gate", 0.0, "/dev/ttyOLD", ChannelState(110), ChannelState(50))
+    _s, c = rig.sensor(p.path, mode="cumulative", resume=state)
+    p.write(b"TOTAL IN=160 OUT=50\nTOTAL IN=170 OUT=52\n")
+    rig.sync(p, c)
+    assert c.pulses() == [("in", 10), ("out", 2)]
+    warning = c.events("total-baseline")[0]
+    assert warning.level == "WARNING" and "/dev/ttyOLD" in warning.message
 
 
 def test_cumulative_custom_pattern(rig):
@@ -409,7 +464,7 @@ def test_vanished_path_is_noticed_even_without_a_read_error(rig, tmp_path):
     assert c.pulses() == [("in", 1)]
 
 
-def test_cumulative_rebaselines_after_reconnect(rig, tmp_path):
+def test_cumulative_counts_what_came_while_unplugged(rig, tmp_path):
     link = tmp_path / "ttyKIOSK"
     p = rig.pty()
     plug(link, p.path)
@@ -422,9 +477,60 @@ def test_cumulative_rebaselines_after_reconnect(rig, tmp_path):
     p = rig.pty()
     plug(link, p.path)
     wait_until(lambda: s.state == "ok", "state ok again")
-    p.write(b"TOTAL IN=110 OUT=50\nTOTAL IN=112 OUT=51\n")  # first one is a new baseline
+    # the device counted 9 in while the cable was out: not a new baseline
+    p.write(b"TOTAL IN=110 OUT=50\nTOTAL IN=112 OUT=51\n")
     rig.sync(p, c)
-    assert c.pulses() == [("in", 1), ("in", 2), ("out", 1)]
+    assert c.pulses() == [("in", 1), ("in", 9), ("in", 2), ("out", 1)]
+    (offline,) = c.events("counted-offline")
+    assert "IN total went from 101 to 110: 9 counted while offline" in offline.message
+    # a large gain while unplugged: held until the next reading confirms it
+    unplug(link, p)
+    wait_until(lambda: s.state == "down", "state down")
+    p = rig.pty()
+    plug(link, p.path)
+    wait_until(lambda: s.state == "ok", "state ok again")
+    p.write(b"TOTAL IN=5112 OUT=51\n")
+    rig.sync(p, c)
+    assert c.pulses()[4:] == []
+    p.write(b"TOTAL IN=5113 OUT=51\n")
+    rig.sync(p, c)
+    assert c.pulses()[4:] == [("in", 5001)]
+    assert "5000 counted while offline" in c.events("counted-offline")[-1].message
+
+
+def test_lines_waiting_before_open_are_kept(rig):
+    """pyserial's open() flushes the input queue; ours keeps what the device already sent."""
+    p = rig.pty()
+    p.write(b"IN 4\nOUT 2\n")
+    _s, c = rig.sensor(p.path)
+    rig.sync(p, c)
+    assert c.pulses() == [("in", 4), ("out", 2)]
+
+
+def test_close_takes_the_lines_still_in_the_kernel(rig):
+    """Lines that reached the port but not yet the reader are counted by close()."""
+    p = rig.pty()
+    s, c = rig.sensor(p.path)
+    rig.sync(p, c)
+    hold, stalled = threading.Event(), threading.Event()
+    real_feed = s._feed
+
+    def slow_feed(data: bytes) -> None:  # the reader takes one chunk, then stalls
+        stalled.set()
+        hold.wait(TIMEOUT)
+        real_feed(data)
+
+    s._feed = slow_feed  # type: ignore[method-assign]
+    p.write(b"IN\n")
+    assert stalled.wait(TIMEOUT)
+    p.write(b"IN\n" * 300)
+    wait_until(lambda: s.connection.in_waiting >= 900, "300 lines waiting in the kernel")
+    closer = threading.Thread(target=s.close)
+    closer.start()
+    wait_until(lambda: s._stop.is_set(), "stop requested")
+    hold.set()
+    closer.join(TIMEOUT)
+    assert sum(n for d, n in c.pulses() if d == "in") == 301
 
 
 def test_missing_port_at_start_goes_down_then_up(rig, tmp_path):
@@ -456,10 +562,10 @@ def test_second_opener_is_locked_out(rig):
 
 
 def test_permission_denied_hint(rig, monkeypatch):
-    def denied(url, **kwargs):
-        raise serial.SerialException(errno.EACCES, f"could not open port {url}: denied")
+    def denied(self):
+        raise serial.SerialException(errno.EACCES, f"could not open port {self.port}: denied")
 
-    monkeypatch.setattr(serial_sensor.serial, "serial_for_url", denied)
+    monkeypatch.setattr(serial_sensor.KeepInputSerial, "open", denied)
     s, c = rig.sensor("/dev/ttyUSB7")
     assert s.state == "down"
     assert "is the service user in group 'dialout'?" in c.events("state")[0].message

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kiosk.clock import ManualClock
-from kiosk.events import Pulse, Rejected, SensorEvent
+from kiosk.events import ChannelState, Pulse, Rejected, SensorEvent, TotalsState
 from kiosk.exc import ExportError, StorageError
 from kiosk.periods import coverage, iso_local, parse_time, period_bounds, totals
 from kiosk.store import Store, bucket_start
@@ -50,7 +50,7 @@ def test_migrations_are_idempotent(tmp_path):
     s = Store.open(tmp_path / "c.db")
     names = [r[0] for r in s.conn.execute("SELECT name FROM _sqlite_migrations")]
     assert names == ["m001_initial", "m002_uploads", "m003_staff", "m004_fewer_indexes",
-                     "m006_unplaced_pulses"]
+                     "m005_serial_totals", "m006_unplaced_pulses"]
     s.close()
 
 
@@ -314,3 +314,39 @@ type = "simulated"
     assert r.stderr.strip().splitlines()[-1].startswith("kiosk: error: ")
     assert "another application's SQLite database (tables customers)" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# -- serial_totals: a cumulative counter's last totals, with its counts -------------------------
+
+
+def _totals(sid: str, i: int, o: int, suspect: int | None = None) -> TotalsState:
+    return TotalsState(sid, T0, "/dev/ttyUSB0", ChannelState(i, suspect, suspect is not None),
+                       ChannelState(o))
+
+
+def test_totals_are_written_with_their_counts_and_kept_on_failure(writer, store):
+    writer.handle(Pulse("b", T0, "in", 3))
+    writer.handle(_totals("b", 103, 50, suspect=7))
+    blocker = sqlite3.connect(store.path, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    store.conn.execute("PRAGMA busy_timeout = 50")
+    assert writer.flush() is False  # neither the counts nor the totals landed
+    assert store.serial_totals() == {} and store.totals_between(T0, T0 + 900) == {}
+    blocker.rollback()
+    blocker.close()
+    assert writer.flush() is True  # both, in one transaction
+    assert store.totals_between(T0, T0 + 900) == {"b": (3, 0)}
+    assert store.serial_totals() == {"b": _totals("b", 103, 50, suspect=7)}
+
+
+def test_unchanged_totals_cost_no_write_and_a_restart_reads_them(writer, store, clock):
+    writer.handle(_totals("b", 103, 50))
+    assert writer.flush() is True
+    writer.handle(_totals("b", 103, 50))  # an idle device repeats its totals
+    assert not writer.pending
+    w2 = Writer(store, clock=clock, sensor_kinds={"b": "serial"})
+    w2.load_totals()
+    assert w2.totals == {"b": _totals("b", 103, 50)}
+    w2.forget_totals("b")  # the sensor now counts events
+    assert w2.pending and w2.flush() is True
+    assert store.serial_totals() == {}

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kiosk.clock import Clock
 from kiosk.config import Config, SensorConfig
-from kiosk.events import Emit
+from kiosk.events import Emit, TotalsState
 from kiosk.sensors.base import Sensor
 
 
+def reads_totals(sc: SensorConfig) -> bool:
+    """True for a serial sensor in ``mode = "cumulative"`` (it keeps running totals)."""
+    return sc.type == "serial" and sc.options.get("mode") == "cumulative"
+
+
 def build_sensor(
-    sc: SensorConfig, *, emit: Emit, clock: Clock, timezone: str, pin_factory: Any = None
+    sc: SensorConfig, *, emit: Emit, clock: Clock, timezone: str, pin_factory: Any = None,
+    resume: TotalsState | None = None,
 ) -> Sensor:
     """The sensor object for one ``[[sensors]]`` table (nothing is opened until ``start``).
 
     ``sc.options`` were checked by :mod:`kiosk.config` against ``SENSOR_KEYS``, the same
     schema the constructors take their defaults and checks from, so a config that
-    ``kiosk check-config`` accepts builds here.
+    ``kiosk check-config`` accepts builds here.  ``resume``: the running totals a cumulative
+    serial sensor stored last (ignored by the other kinds).
     """
     opts = dict(sc.options)
     if sc.type == "gpio":
@@ -31,6 +39,8 @@ def build_sensor(
     if sc.type == "serial":
         from kiosk.sensors.serial import SerialSensor
 
+        if reads_totals(sc):
+            opts["resume"] = resume
         return SerialSensor(sc.id, emit=emit, clock=clock, **opts)
     if sc.type == "simulated":
         from kiosk.sensors.simulated import SimulatedSensor
@@ -40,11 +50,13 @@ def build_sensor(
 
 
 def build_sensors(
-    cfg: Config, *, emit: Emit, clock: Clock, pin_factory: Any = None
+    cfg: Config, *, emit: Emit, clock: Clock, pin_factory: Any = None,
+    resume: Mapping[str, TotalsState] | None = None,
 ) -> list[Sensor]:
-    """Every configured sensor, in config order."""
+    """Every configured sensor, in config order (``resume``: stored totals by sensor id)."""
+    resume = resume or {}
     return [
         build_sensor(sc, emit=emit, clock=clock, timezone=cfg.device.timezone,
-                     pin_factory=pin_factory)
+                     pin_factory=pin_factory, resume=resume.get(sc.id))
         for sc in cfg.sensors
     ]

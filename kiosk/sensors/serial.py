@@ -17,14 +17,17 @@ whitespace are ignored, empty lines are skipped):
 
 ``mode="cumulative"``
     ``TOTAL IN=<n> OUT=<n>``: running totals kept by the device.  A custom
-    ``pattern`` needs named groups ``in_total`` and ``out_total``.  The first
-    reading after each (re)connect is a baseline and counts nothing; later
-    readings emit the increase as pulses.  If a total goes *down*, the device
-    was reset: a ``device-reset`` WARNING is emitted and the new totals are
-    counted in full (the device restarted from zero and counted those since).
-    A reading that is more than 100000 above the previous one (or, after a
-    reset, above zero) is not counted: an ``implausible-total`` WARNING is
-    emitted and the reading becomes the new baseline.
+    ``pattern`` needs named groups ``in_total`` and ``out_total``.  Each channel
+    (in, out) is judged on its own by a :class:`~kiosk.sensors.cumulative.CumulativeDecoder`
+    (``counter_bits``, ``max_jump``, ``max_offline_jump``): increases count, a wrap
+    near the top of the counter counts modulo, a single implausible reading is held
+    until the next one tells a garbled line (rejected) from a device reset (counted
+    from zero), a confirmed jump above ``max_jump`` is not counted, and what the
+    device counted while the daemon was stopped or the cable out is counted at the
+    first readings after it comes back.  Every such decision is emitted as a
+    :class:`~kiosk.events.SensorEvent` for the journal.  After each reading a
+    :class:`~kiosk.events.TotalsState` carries the decoders' state to the writer,
+    which stores it with the counts; ``resume=`` gives it back at the next start.
 
 A line longer than :data:`MAX_LINE` bytes is rejected once and discarded up to
 the next newline.  When the port cannot be opened or disappears, the sensor
@@ -38,7 +41,7 @@ import errno
 import os
 import re
 import threading
-from typing import Any
+from typing import Any, cast
 
 import serial
 
@@ -51,18 +54,40 @@ from kiosk.config import (
     cross_check,
     number_check,
 )
-from kiosk.events import Direction, Emit, Pulse, Rejected, SensorEvent, printable_sample
+from kiosk.events import (
+    ChannelState,
+    Direction,
+    Emit,
+    Pulse,
+    Rejected,
+    SensorEvent,
+    TotalsState,
+    printable_sample,
+)
 from kiosk.exc import ConfigError
 from kiosk.sensors.base import Sensor
+from kiosk.sensors.cumulative import CumulativeDecoder, DecisionKind
 
 #: Longest accepted line in bytes, not counting the ``\r\n`` terminator.
 MAX_LINE = 256
 #: Largest visitor count accepted in one ``IN <n>`` / ``OUT <n>`` line.
 MAX_COUNT = 10_000
-#: Largest increase of a running total accepted in one cumulative reading.
-MAX_TOTAL_JUMP = 100_000
 #: Most bytes taken from the port in one read.
 READ_CHUNK = 4096
+#: Most bytes taken from the port when it is closed (a device that never stops talking).
+DRAIN_MAX_BYTES = 1 << 20
+
+#: The journal kind of each cumulative-mode decision worth a journal line.
+JOURNAL_KINDS = {
+    DecisionKind.FIRST: "total-baseline",
+    DecisionKind.WRAP: "counter-wrap",
+    DecisionKind.SUSPECT: "garbled-total",
+    DecisionKind.REJECTED_NOISE: "garbled-total",
+    DecisionKind.RESET: "device-reset",
+    DecisionKind.OFFLINE: "counted-offline",
+    DecisionKind.RESET_WHILE_OFFLINE: "reset-while-offline",
+    DecisionKind.REBASED: "implausible-total",
+}
 
 MODES = ("events", "cumulative")
 #: The constructor's options: the ``[[sensors]]`` keys of a serial sensor in
@@ -94,6 +119,31 @@ _HINTS = {
     errno.EAGAIN: "is another program (serial console, ModemManager, a second kiosk) using it?",
     errno.EIO: "was the device unplugged?",
 }
+
+
+class KeepInputSerial(serial.Serial):
+    """pyserial's port, except that :meth:`open` keeps what the kernel already received.
+
+    pyserial's POSIX ``open()`` flushes the input queue (``tcflush``): lines a counter sent
+    while the port was closed for a reconnect, a reload or a restart would be thrown away.
+    """
+
+    _keep_input = False
+
+    def open(self) -> None:
+        self._keep_input = True
+        try:
+            super().open()
+        finally:
+            self._keep_input = False
+
+    def _reset_input_buffer(self) -> None:
+        if not self._keep_input:
+            getattr(super(), "_reset_input_buffer")()  # noqa: B009 (not in the type stubs)
+
+    def reset_input_buffer(self) -> None:  # what pyserial < 3.5 called from open()
+        if not self._keep_input:
+            super().reset_input_buffer()
 
 
 def _compile_pattern(pattern: str | None, mode: str, sensor_id: str | None) -> re.Pattern[str]:
@@ -155,6 +205,13 @@ class SerialSensor(Sensor):
     :param reconnect_max_s: longest reopen delay in clock seconds.
     :param read_timeout_s: pyserial read timeout in real seconds; bounds how long
         :meth:`close` and vanished-path checks take.
+    :param counter_bits: cumulative mode: 16, 32 or ``"auto"`` (see
+        :class:`~kiosk.sensors.cumulative.CumulativeDecoder`).
+    :param max_jump: cumulative mode: largest plausible increase per reading (visits).
+    :param max_offline_jump: cumulative mode: largest increase counted across a gap (visits).
+    :param resume: cumulative mode: the state stored after the last reading of a previous
+        run (the writer's :class:`~kiosk.events.TotalsState`); the first reading then counts
+        what the device counted meanwhile.  Ignored when it was read from another port.
     """
 
     kind = "serial"
@@ -172,11 +229,17 @@ class SerialSensor(Sensor):
         reconnect_min_s: float = _KEYS["reconnect_min_s"].default,
         reconnect_max_s: float = _KEYS["reconnect_max_s"].default,
         read_timeout_s: float = _KEYS["read_timeout_s"].default,
+        counter_bits: int | str = _KEYS["counter_bits"].default,
+        max_jump: int = _KEYS["max_jump"].default,
+        max_offline_jump: int = _KEYS["max_offline_jump"].default,
+        resume: TotalsState | None = None,
     ) -> None:
         super().__init__(id, emit=emit, clock=clock)
         self._regex = _compile_pattern(pattern, mode, id)
         numbers = {"baudrate": baudrate, "reconnect_min_s": reconnect_min_s,
-                   "reconnect_max_s": reconnect_max_s, "read_timeout_s": read_timeout_s}
+                   "reconnect_max_s": reconnect_max_s, "read_timeout_s": read_timeout_s,
+                   "counter_bits": counter_bits, "max_jump": max_jump,
+                   "max_offline_jump": max_offline_jump}
         # the config's own checks (kiosk.config.SENSOR_KEYS), not a second copy of them
         checked, found = check_values(_KEYS, numbers)
         found += cross_check("serial", checked)
@@ -204,9 +267,37 @@ class SerialSensor(Sensor):
         self._thread: threading.Thread | None = None
         self._buf = bytearray()
         self._discarding = False  # inside an over-long line, waiting for its newline
-        self._totals: tuple[int, int] | None = None
+        self._totals: tuple[int, int] | None = None  # the last reading, for status
+        self.counter_bits = counter_bits
+        self.max_jump = max_jump
+        self.max_offline_jump = max_offline_jump
+        self._decoders = self._make_decoders(resume)
         self._delay = self.reconnect_min_s
         self._connected_at = 0.0
+
+    def _make_decoders(self, resume: TotalsState | None) -> tuple[CumulativeDecoder, ...]:
+        """One decoder per channel (in, out), restored from ``resume`` when it fits."""
+        if self.mode != "cumulative":
+            return ()
+        bits = None if self.counter_bits == "auto" else cast(int, self.counter_bits)
+
+        def make(name: str, state: ChannelState | None) -> CumulativeDecoder:
+            kw: dict[str, Any] = {"name": name, "counter_bits": bits, "max_jump": self.max_jump,
+                                  "max_offline_jump": self.max_offline_jump}
+            if state is None:
+                return CumulativeDecoder(**kw)
+            return CumulativeDecoder.from_state(state, **kw)
+
+        if resume is not None and resume.port != self.port:
+            self.emit(SensorEvent(
+                self.id, self.clock.now(), "total-baseline",
+                f"the stored totals were read from {resume.port}, not {self.port}: the first "
+                "reading is a new baseline (a different device; nothing counted for the gap)",
+                "WARNING"))
+            resume = None
+        if resume is None:
+            return make("IN", None), make("OUT", None)
+        return make("IN", resume.totals_in), make("OUT", resume.totals_out)
 
     # -- public -----------------------------------------------------------------
 
@@ -225,7 +316,8 @@ class SerialSensor(Sensor):
         self._thread.start()
 
     def _close(self) -> None:
-        """Stop the reader thread and close the port; safe to call more than once."""
+        """Stop the reader thread, take what the kernel still holds, close the port; safe to
+        call more than once."""
         self._stop.set()
         ser = self._serial
         if ser is not None and hasattr(ser, "cancel_read"):
@@ -240,16 +332,21 @@ class SerialSensor(Sensor):
         self._close_port()
 
     def _drain_port(self) -> None:
-        """Take the lines the kernel still holds (a stop must not lose what was sent)."""
+        """Take the lines the kernel still holds: a stop or a reload must not lose what was
+        sent.  Reads until the input queue is empty (at most :data:`DRAIN_MAX_BYTES`)."""
         ser = self._serial
         if ser is None:
             return
+        taken = 0
         try:
-            for _ in range(64):  # bounded: a device that never stops talking
+            while taken < DRAIN_MAX_BYTES:
                 waiting = ser.in_waiting
                 if not waiting:
                     break
-                self._feed(ser.read(min(waiting, READ_CHUNK)))
+                # (a read may return nothing once: the wake-up byte of cancel_read)
+                data = ser.read(min(waiting, READ_CHUNK))
+                taken += len(data)
+                self._feed(data)
         except Exception:  # the port vanished meanwhile: nothing more to take
             pass
 
@@ -274,6 +371,8 @@ class SerialSensor(Sensor):
 
     def _open_port(self) -> Any:
         kwargs: dict[str, Any] = {"baudrate": self.baudrate, "timeout": self.read_timeout_s}
+        if self._is_path and os.name == "posix":
+            return KeepInputSerial(self.port, exclusive=True, **kwargs)
         try:
             return serial.serial_for_url(self.port, exclusive=True, **kwargs)
         except TypeError:
@@ -294,9 +393,10 @@ class SerialSensor(Sensor):
             self._serial = ser
         self._buf.clear()
         self._discarding = False
-        self._totals = None  # cumulative mode: first reading is a new baseline
         self._connected_at = self.clock.monotonic()
         if self.state == "down":
+            for decoder in self._decoders:
+                decoder.gap()  # the cable was out: the next reading follows a gap
             self.reconnects += 1
             self.set_state("ok", f"reconnected to {self.port}", kind="reconnect")
         else:
@@ -340,7 +440,7 @@ class SerialSensor(Sensor):
                 if self._stop.is_set():
                     break
                 self._went_down(_describe(exc))
-        self._close_port()
+        # the port stays open: close() drains what the kernel still holds, then closes it
 
     def _read_some(self, ser: Any) -> None:
         data = ser.read(min(max(1, ser.in_waiting), READ_CHUNK))
@@ -438,29 +538,16 @@ class SerialSensor(Sensor):
             self._reject(raw, "totals are not whole numbers", ts)
             return
         new = (int(texts[0]), int(texts[1]))
-        old, self._totals = self._totals, new
-        if old is None:
-            return  # baseline after start or reconnect
-        shown = f"in={old[0]} out={old[1]} to in={new[0]} out={new[1]}"
-        if new[0] < old[0] or new[1] < old[1]:
-            deltas = new  # the device restarted from zero and counted these since
-            self.emit(SensorEvent(
-                self.id, ts, "device-reset",
-                f"totals went down from {shown}: device reset; counting the new totals",
-                "WARNING",
-            ))
-        else:
-            deltas = (new[0] - old[0], new[1] - old[1])
-        if max(deltas) > MAX_TOTAL_JUMP:
-            self.emit(SensorEvent(
-                self.id, ts, "implausible-total",
-                f"totals jumped from {shown} (more than {MAX_TOTAL_JUMP} in one reading); "
-                "not counted, taken as the new baseline",
-                "WARNING",
-            ))
-            return
+        self._totals = new
         both: tuple[Direction, Direction] = ("in", "out")
-        for direction, delta in zip(both, deltas, strict=True):
-            if delta > 0:
-                self.counted[direction] += delta
-                self.emit(Pulse(self.id, ts, direction, delta))
+        for direction, decoder, total in zip(both, self._decoders, new, strict=True):
+            decision = decoder.feed(total)
+            if decision.level:
+                self.emit(SensorEvent(self.id, ts, JOURNAL_KINDS[decision.kind],
+                                      decision.note, decision.level))
+            if decision.delta > 0:
+                self.counted[direction] += decision.delta
+                self.emit(Pulse(self.id, ts, direction, decision.delta))
+        # after the pulses, on the same queue: the writer stores it with their counts
+        self.emit(TotalsState(self.id, ts, self.port, self._decoders[0].state(),
+                              self._decoders[1].state()))

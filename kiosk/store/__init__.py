@@ -3,7 +3,7 @@ of the package, grouped by table (all times are UTC seconds since the epoch).
 
 Modules:
 
-:mod:`~kiosk.store.schema`   the migrations m001–m004 and the "is it ours, is it migrated" check.
+:mod:`~kiosk.store.schema`   the migrations m001–m005 and the "is it ours, is it migrated" check.
 :mod:`~kiosk.store.counts`   ``counts`` (visitors per sensor in 15-minute buckets keyed by UTC
                              start, ``in`` and ``out`` apart), ``events`` (the raw pulse log,
                              kept ``event_retention_days``), ``runs`` (when the daemon was
@@ -12,6 +12,8 @@ Modules:
                              (small key/value facts: daemon pid, last flush, restarts).
 :mod:`~kiosk.store.journal`  ``journal``: what happened (starts, stops, faults, uploads).
 :mod:`~kiosk.store.staff`    ``annotations``, ``imports`` and ``import_rows``.
+:mod:`~kiosk.store.totals`   ``serial_totals``: the last running totals of each cumulative
+                             serial sensor, written with the counts derived from them.
 :mod:`~kiosk.store.placement` ``unplaced`` (pulses counted before the clock was set) and
                              ``time_estimated`` (buckets placed by estimate).
 :mod:`~kiosk.store.outbox`   ``uploads`` (each closed period's total, revision and state) and
@@ -21,7 +23,8 @@ Modules:
 Who writes which table (each in short ``BEGIN IMMEDIATE`` transactions, :meth:`Store.write`;
 SQLite lets one writer in at a time and the others wait up to ``BUSY_TIMEOUT_MS``):
 
-* the daemon's writer thread: ``counts``, ``events``, ``runs``, ``sensors``, ``meta``;
+* the daemon's writer thread: ``counts``, ``events``, ``runs``, ``sensors``, ``meta``,
+  ``serial_totals``;
 * the uploader (the daemon's upload thread or ``kiosk sync``): ``uploads``,
   ``upload_requests`` and ``meta`` key ``upload`` (and ``upload_frontier``/``upload_scanned_at``);
 * the staff commands: ``kiosk annotate`` writes ``annotations``, ``kiosk import`` writes
@@ -52,6 +55,7 @@ from kiosk.store.placement import Placement, PlacementMixin, UnplacedPulse
 from kiosk.store.reserve import ensure_reserve, release_reserve
 from kiosk.store.schema import check_ours, is_kiosk_database, migrations, pending_migrations
 from kiosk.store.staff import StaffMixin
+from kiosk.store.totals import TotalsMixin
 
 __all__ = [
     "BUCKET_S", "BUSY_TIMEOUT_MS", "Backlog", "JournalEntry", "OutboxRow", "Placement", "RunRow",
@@ -106,11 +110,12 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin, PlacementMixin):
+class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin, TotalsMixin, PlacementMixin):
     """The counts database.  Open with :meth:`open` (writer) or :meth:`open_reader` (CLI).
 
     Its methods come per table family from :mod:`kiosk.store.counts`,
-    :mod:`~kiosk.store.journal`, :mod:`~kiosk.store.staff` and :mod:`~kiosk.store.outbox`.
+    :mod:`~kiosk.store.journal`, :mod:`~kiosk.store.staff`, :mod:`~kiosk.store.outbox` and
+    :mod:`~kiosk.store.totals`.
     """
 
     def __init__(self, db: sqlite_utils.Database, path: str) -> None:

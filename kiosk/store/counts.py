@@ -13,9 +13,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from kiosk.events import TotalsState
 from kiosk.exc import DiskFullError
 from kiosk.store.journal import JournalEntry, insert_journal
 from kiosk.store.placement import UnplacedPulse, insert_unplaced
+from kiosk.store.totals import delete_totals, write_totals
 
 
 @dataclass
@@ -83,6 +85,8 @@ class CountsMixin:
         meta: dict[str, Any] | None = None,
         unplaced: Sequence[UnplacedPulse] = (),
         changed_at: float | None = None,
+        totals: Iterable[TotalsState] = (),
+        forget_totals: Iterable[str] = (),
     ) -> None:
         """Write one flush in a single transaction.
 
@@ -92,13 +96,16 @@ class CountsMixin:
         back cannot hide a change from the uploader's scan).  ``events`` are (ts, sensor_id,
         direction, count) rows.  ``run_id``'s ``last_seen`` is moved to ``now``; ``meta``
         values (JSON-able) are stored under their keys.  ``unplaced``: pulses counted before
-        the clock was set (:mod:`kiosk.store.placement`).
+        the clock was set (:mod:`kiosk.store.placement`).  ``totals`` are the serial sensors'
+        running totals after the readings these counts came from (same transaction: a crash
+        keeps both or neither); ``forget_totals`` are sensor ids whose totals are dropped.
 
         When the disk is full, the reserve (:mod:`kiosk.store.reserve`) is released and the
         flush tried once more, so that the counts in hand still reach the disk.
         """
         args = (now, counts, events, list(sensors), list(journal), run_id, meta,  # retry-safe
-                unplaced, now if changed_at is None else changed_at)
+                unplaced, now if changed_at is None else changed_at, list(totals),
+                list(forget_totals))
         try:
             self._write_batch(*args)
         except DiskFullError:
@@ -110,7 +117,8 @@ class CountsMixin:
                      events: Sequence[tuple[float, str, str, int]], sensors: Iterable[SensorRow],
                      journal: Iterable[JournalEntry], run_id: int | None,
                      meta: dict[str, Any] | None, unplaced: Sequence[UnplacedPulse],
-                     changed_at: float) -> None:
+                     changed_at: float, totals: Iterable[TotalsState],
+                     forget_totals: Iterable[str]) -> None:
         with self.write() as conn:  # type: ignore[attr-defined]
             if counts:
                 conn.executemany(
@@ -135,6 +143,8 @@ class CountsMixin:
                              " WHERE id = ? AND stopped_at IS NULL", (now, run_id))
             if meta:
                 write_meta(conn, meta)
+            delete_totals(conn, forget_totals)
+            write_totals(conn, totals, now)
 
     def start_run(self, *, now: float, pid: int, version: str, boot_id: str | None = None,
                   clock_offset: float | None = None) -> int:

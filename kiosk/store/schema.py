@@ -1,4 +1,4 @@
-"""The schema: the sqlite-utils migrations m001–m004, and the "is this database ours and
+"""The schema: the sqlite-utils migrations m001–m005, and the "is this database ours and
 migrated" check the readers use."""
 
 from __future__ import annotations
@@ -147,6 +147,28 @@ def m004_fewer_indexes(db: sqlite_utils.Database) -> None:
     (SD-card wear).  The two dropped here served only hourly scans, which a full scan of a
     few hundred thousand rows does as well."""
     db.executescript("DROP INDEX IF EXISTS counts_updated; DROP INDEX IF EXISTS events_ts;")
+
+
+@migrations()
+def m005_serial_totals(db: sqlite_utils.Database) -> None:
+    """The last running totals of each cumulative serial sensor (see kiosk.store.totals),
+    written with the counts derived from them, so a restart resumes from them."""
+    db.executescript(
+        """
+        CREATE TABLE serial_totals (
+            sensor_id TEXT PRIMARY KEY,
+            port TEXT NOT NULL,                 -- a different device does not resume
+            in_last INTEGER,                    -- last total taken (NULL: none yet)
+            in_suspect INTEGER,                 -- a reading held until the next decides
+            in_suspect_offline INTEGER NOT NULL DEFAULT 0,  -- 1: a gap before the suspect
+            out_last INTEGER,
+            out_suspect INTEGER,
+            out_suspect_offline INTEGER NOT NULL DEFAULT 0,
+            ts REAL NOT NULL,                   -- UTC seconds of the reading
+            updated_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        """
+    )
 
 
 @migrations()
