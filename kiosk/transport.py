@@ -203,6 +203,12 @@ def _read_capped(raw: Any) -> tuple[bytes, BodyState]:
         return b"", BodyState.CUT_OFF
     if len(data) > ANSWER_CAP_BYTES:
         return data[:ANSWER_CAP_BYTES], BodyState.TOO_LARGE
+    try:
+        promised = int(raw.headers.get("Content-Length", ""))
+    except ValueError:
+        promised = None
+    if promised is not None and len(data) < promised:  # the connection ended early
+        return data, BodyState.CUT_OFF
     return data, BodyState.COMPLETE
 
 
