@@ -555,7 +555,11 @@ class Uploader:
             head = "kiosk sync: upload failed"
         tail = f"; next try in {duration(delay)}" if self.retries else ""
         changes: dict[str, Any] = {}
-        if since is None:  # a streak starts
+        if not self.retries:  # a one-shot kiosk sync: what happened, no streak wording
+            since = since if since is not None else now
+            changes.update(failing_since=since, reminded_at=now)
+            self.journal(level, f"{head}: {outcome.message}; all counts are kept")
+        elif since is None:  # a streak starts
             since = now
             changes.update(failing_since=now, reminded_at=now)
             self.journal(level, f"{head}: {outcome.message}; all counts are kept{tail}")
@@ -719,7 +723,7 @@ def sync_summary(up: Uploader, outcome: Outcome | None) -> tuple[list[str], bool
     lines = []
     if outcome is not None:
         lines.append(f"upload stopped: {outcome.message}")
-    sent = f"sent {up.sent_periods} period(s)"
+    sent = f"sent {up.sent_periods} period(s)" if up.sent_periods else "sent nothing"
     if up.sent_span is not None:
         sent += (f" from {local_text(up.sent_span[0], up.tz)} to "
                  f"{local_text(up.sent_span[1], up.tz)} ({tz})")
