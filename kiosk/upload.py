@@ -563,10 +563,10 @@ class Uploader:
             since = now
             changes.update(failing_since=now, reminded_at=now)
             self.journal(level, f"{head}: {outcome.message}; all counts are kept{tail}")
-        elif outcome.message != self.state.get("last_error"):
+        elif outcome.message != self.state.get("last_error"):  # the cause changed
             changes.update(reminded_at=now)
-            self.journal(level, f"{head} for {duration(now - since)}, now: {outcome.message}"
-                                f"; all counts are kept{tail}")
+            lasted = f" (failing for {duration(now - since)})" if now - since >= 60 else ""
+            self.journal(level, f"{head}: {outcome.message}{lasted}; all counts are kept{tail}")
         else:
             log.log(logging.INFO, "upload failed again (%s)%s", outcome.message, tail)
         self._save_state(failures=failures, paused=paused, last_error=outcome.message,
