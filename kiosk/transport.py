@@ -88,6 +88,7 @@ class Transport:
         self._socks: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._aborted = False
         self._expired = False
+        self._request = 0  #: number of the request in flight (a late timer of an earlier one is ignored)
         self._closed = False
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -125,7 +126,8 @@ class Transport:
         session = self.session
         with self._lock:
             self._expired = False
-        timer = threading.Timer(self.total_s, self._expire)
+            self._request += 1
+        timer = threading.Timer(self.total_s, self._expire, args=(self._request,))
         timer.daemon = True
         timer.start()
         r = None
@@ -157,8 +159,10 @@ class Transport:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _expire(self) -> None:
+    def _expire(self, request: int) -> None:
         with self._lock:
+            if request != self._request:
+                return  # that request ended already
             self._expired = True
         self._shutdown_sockets()
 
