@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from kiosk.store import JournalEntry, OutboxRow, Store, pid_alive
 from kiosk.store.outbox import merge_total
 from kiosk.token_file import read_token, token_signature
 from kiosk.transport import Answer, Failure, FailureKind, Transport
+from kiosk.upload_messages import duration, local_text
 
 log = logging.getLogger("kiosk.upload")
 
@@ -696,46 +696,6 @@ class UploadService:
                                                  f"internal error: {type(e).__name__}"))
         finally:
             self.lock.release()
-
-
-def duration(seconds: float) -> str:
-    """``45 s``, ``12 min``, ``10 h 3 min`` or ``3 d 4 h``."""
-    s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
-def local_text(ts: float, tz: ZoneInfo) -> str:
-    """``2026-12-03 09:00``: a UTC second as local wall time in ``tz``."""
-    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M")
-
-
-def sync_summary(up: Uploader, outcome: Outcome | None) -> tuple[list[str], bool]:
-    """What ``kiosk sync`` says after its cycle: what it sent and what is left, in local
-    time.  Returns the lines and whether everything pending went out."""
-    b = up.store.backlog()
-    tz = up.config.device.timezone
-    lines = []
-    if outcome is not None:
-        lines.append(f"upload stopped: {outcome.message}")
-    sent = f"sent {up.sent_periods} period(s)" if up.sent_periods else "sent nothing"
-    if up.sent_span is not None:
-        sent += (f" from {local_text(up.sent_span[0], up.tz)} to "
-                 f"{local_text(up.sent_span[1], up.tz)} ({tz})")
-    quarantined = f"{b.quarantined} quarantined"
-    if b.pending == 0:
-        lines.append(f"{sent}; nothing left to send ({quarantined})")
-        return lines, outcome is None
-    oldest = f", the oldest from {local_text(b.oldest, up.tz)} ({tz})" if b.oldest else ""
-    again = ("run `kiosk sync` again" if outcome is None
-             else "run `kiosk sync` again when the cause is fixed")
-    lines.append(f"{sent}; {b.pending} period(s) left to send{oldest}; {quarantined}: {again}")
-    return lines, False
 
 
 @contextmanager

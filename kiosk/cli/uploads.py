@@ -26,7 +26,8 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
     from kiosk.clock import SystemClock
     from kiosk.exc import UploadError
     from kiosk.token_file import read_token
-    from kiosk.upload import UploadLock, sync_summary, uploader_for
+    from kiosk.upload import UploadLock, uploader_for
+    from kiosk.upload_messages import sync_summary
 
     cfg = load_config(config_path)
     assert cfg is not None
