@@ -20,6 +20,7 @@ Nothing here knows the upload protocol; :mod:`kiosk.upload` judges the answer.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import ssl
 import threading
@@ -236,14 +237,24 @@ def _watched_session(transport: Transport) -> Any:
             return sock
 
     class WatchedHTTPS(HTTPSConnection):
+        _setup: socket.socket | None = None
+
         def _new_conn(self) -> socket.socket:
             sock = super()._new_conn()
-            watch(sock)
+            # The TLS socket takes over this one's descriptor, so watch a duplicate during
+            # the handshake: shutting it down ends a handshake the server trickles too.
+            self._setup = socket.socket(fileno=os.dup(sock.fileno()))
+            watch(self._setup)
             return sock
 
         def connect(self) -> None:
-            super().connect()
-            watch(self.sock)  # the TLS socket (the plain one was handed over to it)
+            try:
+                super().connect()
+            finally:
+                if self._setup is not None:
+                    self._setup.close()
+                    self._setup = None
+            watch(self.sock)  # the TLS socket, for the rest of the request
 
     class HTTPPool(HTTPConnectionPool):
         ConnectionCls = WatchedHTTP

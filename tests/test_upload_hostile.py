@@ -143,6 +143,43 @@ def test_a_server_trickling_a_byte_a_second_is_cut_at_the_total_deadline(device)
         assert_kept(dev)
 
 
+def test_abort_ends_a_tls_handshake_the_server_trickles():
+    """A handshake is bounded by the connect timeout (10 s); stopping must not wait that."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop, hello = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(4096)  # the ClientHello
+            hello.set()
+            for b in b"\x16\x03\x03\x00\x40\x02" + b"\x00" * 63:  # a handshake record, slowly
+                if stop.wait(1.0):
+                    return
+                try:
+                    conn.send(bytes([b]))
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    transport = Transport(f"https://127.0.0.1:{srv.getsockname()[1]}/x", total_s=60)
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(transport.post(b"{}", {})))
+    try:
+        worker.start()
+        assert hello.wait(10)
+        time.sleep(1.5)  # into the trickled handshake
+        t = time.monotonic()
+        transport.abort()
+        worker.join(15)
+        took = time.monotonic() - t
+    finally:
+        stop.set()
+        srv.close()
+    assert got and got[0].kind == FailureKind.ABORTED, got
+    assert took < 2, took
+
+
 def test_abort_ends_a_request_in_flight_at_once():
     with HostileServer("trickle") as server:
         transport = Transport(server.url, total_s=60)
