@@ -554,6 +554,8 @@ class Uploader:
         if not self.retries:
             head = "kiosk sync: upload failed"
         tail = f"; next try in {duration(delay)}" if self.retries else ""
+        if paused and self.retries:
+            tail += ", or at once when the token file changes"
         changes: dict[str, Any] = {}
         if not self.retries:  # a one-shot kiosk sync: what happened, no streak wording
             since = since if since is not None else now
