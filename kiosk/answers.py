@@ -120,6 +120,16 @@ def error_text(answer: Answer, secret: str = "") -> str:
     return one_line(redact(answer.body.decode("utf-8", "replace"), secret))
 
 
+def redirect_text(answer: Answer, secret: str = "") -> str:
+    """Where a 3xx points, in words (the client never follows redirects)."""
+    from urllib.parse import urlsplit
+
+    location = answer.headers.get("Location", "")
+    host = urlsplit(location).hostname if location else None
+    where = f" to {one_line(redact(host, secret), 80)}" if host else ""
+    return f"redirected{where}: a captive portal or proxy, or a wrong [upload] url?"
+
+
 def names_totals(answer: Answer) -> bool:
     """True if a 400/422 answer names a total to quarantine (``problems[].index``)."""
     data = _json(answer)

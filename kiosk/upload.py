@@ -42,7 +42,7 @@ from zoneinfo import ZoneInfo
 
 from kiosk import __version__
 from kiosk.annotations import changed_ranges, flags_for
-from kiosk.answers import AnswerCounts, error_text, judge_success, names_totals
+from kiosk.answers import AnswerCounts, error_text, judge_success, names_totals, redirect_text
 from kiosk.clock import Clock
 from kiosk.config import Config, UploadConfig
 from kiosk.exc import UploadError
@@ -404,10 +404,10 @@ class Uploader:
         if kind == UploadOutcome.QUARANTINE and not names_totals(r):
             kind = UploadOutcome.PAUSE  # an envelope, health or header fault: it would repeat for every total
         text = f"HTTP {r.status}"
-        detail = error_text(r, token)
+        detail = redirect_text(r, token) if 300 <= r.status < 400 else error_text(r, token)
         if detail:
             text += f": {detail}"
-        if kind == UploadOutcome.PAUSE:
+        if kind == UploadOutcome.PAUSE and not 300 <= r.status < 400:
             hints = {401: "the token was refused; check token_file", 403: "the token is not "
                      "allowed for this device", 404: "wrong [upload] url",
                      400: "the server refused the request as a whole, not a total",

@@ -85,6 +85,10 @@ class Handler(BaseHTTPRequestHandler):
     def mode_portal(self, body: bytes) -> None:
         self.answer(200, PORTAL, "text/html; charset=utf-8")
 
+    def mode_redirect(self, body: bytes) -> None:
+        self.answer(302, b"<html><body>moved</body></html>", "text/html",
+                    {"Location": "http://login.hotspot.example/portal?next=/api"})
+
     def mode_files_one(self, body: bytes) -> None:
         self.answer(200, PROTOCOL_OK)  # whatever was sent
 

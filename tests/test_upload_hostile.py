@@ -118,6 +118,18 @@ def test_other_2xx_answers_that_are_not_the_protocols_are_retried(device, mode, 
         assert_kept(dev)
 
 
+def test_a_redirect_to_a_portal_is_never_followed_and_says_where(device):
+    with HostileServer("redirect") as server:
+        dev = device(server.url)
+        one_hour(dev)
+        outcome = dev.uploader.cycle()
+        assert (outcome.kind, outcome.status) == ("pause", 302)
+        assert outcome.message == ("HTTP 302: redirected to login.hotspot.example: a captive "
+                                   "portal or proxy, or a wrong [upload] url?")
+        assert len(server.requests) == 1  # not followed: the token goes nowhere else
+        assert_kept(dev)
+
+
 def test_an_answer_filing_fewer_totals_than_sent_is_not_success(device):
     with HostileServer("files-one") as server:  # the protocol's shape, 1 of the 2 totals filed
         dev = device(server.url)
