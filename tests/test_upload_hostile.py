@@ -77,7 +77,7 @@ def test_a_1_2_GB_answer_that_would_be_valid_json_is_cut_at_the_cap_then_resent(
         outcome = dev.uploader.cycle()
         assert outcome.kind == "retry" and "more than 64 KiB" in outcome.message
         assert_kept(dev)
-        time.sleep(0.2)
+        wait_for(lambda: server.sent > 0, what="the server's bytes counted")
         assert server.sent < 1_200_000_000 / 20, server.sent  # far from 1.2 GB went out
         server.mode = "ok"
         dev.clock.advance(outcome.retry_after)
@@ -158,13 +158,12 @@ def test_a_server_trickling_a_byte_a_second_is_cut_at_the_total_deadline(device)
 def test_abort_ends_a_tls_handshake_the_server_trickles():
     """A handshake is bounded by the connect timeout (10 s); stopping must not wait that."""
     srv = socket.create_server(("127.0.0.1", 0))
-    stop, hello = threading.Event(), threading.Event()
+    stop, trickling = threading.Event(), threading.Event()
 
     def serve() -> None:
         conn, _ = srv.accept()
         with conn:
             conn.recv(4096)  # the ClientHello
-            hello.set()
             for b in b"\x16\x03\x03\x00\x40\x02" + b"\x00" * 63:  # a handshake record, slowly
                 if stop.wait(1.0):
                     return
@@ -172,6 +171,7 @@ def test_abort_ends_a_tls_handshake_the_server_trickles():
                     conn.send(bytes([b]))
                 except OSError:
                     return
+                trickling.set()
 
     threading.Thread(target=serve, daemon=True).start()
     transport = Transport(f"https://127.0.0.1:{srv.getsockname()[1]}/x", total_s=60)
@@ -179,8 +179,7 @@ def test_abort_ends_a_tls_handshake_the_server_trickles():
     worker = threading.Thread(target=lambda: got.append(transport.post(b"{}", {})))
     try:
         worker.start()
-        assert hello.wait(10)
-        time.sleep(1.5)  # into the trickled handshake
+        assert trickling.wait(10)  # the handshake is under way, a byte at a time
         t = time.monotonic()
         transport.abort()
         worker.join(15)
