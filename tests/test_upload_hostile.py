@@ -274,6 +274,36 @@ def test_the_daemon_stops_at_once_while_its_upload_is_trickled(config_file, daem
     print(f"stop under a trickled upload: {took:.2f} s, {injected} pulses stored")
 
 
+def test_the_daemon_counts_on_and_stays_small_against_an_endless_answer(config_file, daemon,
+                                                                      pty_feeder, tmp_path):
+    with HostileServer("endless") as server:
+        token_file = tmp_path / "token"
+        write_token(token_file, TOKEN)
+        upload = upload_section(server.url, token_file, timeout_s=30, jitter_s=0)
+        cfg = config_file(SERIAL_SENSOR.format(port=pty_feeder.link), flush=0.5, extra=upload)
+        d = daemon(cfg)
+        d.wait_ready()
+        pty_feeder.start(rate=200)
+        db = tmp_path / "counts.db"
+
+        def journal() -> str:
+            conn = sqlite3.connect(db)
+            try:
+                return "\n".join(r[0] for r in conn.execute("SELECT message FROM journal"))
+            finally:
+                conn.close()
+
+        wait_for(lambda: "more than 64 KiB" in journal(), timeout=15, what="the refused answer")
+        status = Path(f"/proc/{d.proc.pid}/status").read_text()
+        peak_mb = int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1]) / 1024
+        wait_for(lambda: db_totals(db)[0] >= 300, timeout=15, what="counting going on")
+        injected = pty_feeder.stop()
+        assert d.terminate() == 0, d.output()
+    assert peak_mb < 150, peak_mb  # it was OOM-killed in a 600 MB cgroup before the cap
+    assert db_totals(db) == (injected, 0)
+    print(f"daemon against an endless answer: peak RSS {peak_mb:.0f} MB, {injected} pulses stored")
+
+
 # --- the token is never echoed ----------------------------------------------------------------
 
 def test_a_401_that_echoes_the_token_never_shows_it(device):
