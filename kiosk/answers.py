@@ -17,7 +17,7 @@ from kiosk.transport import ANSWER_CAP_BYTES, Answer, BodyState
 
 _COUNT_FIELDS = ("accepted", "duplicates", "superseded")
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
-_HTML_START = (b"<!doctype", b"<html", b"<head", b"<body", b"<?xml", b"<")
+_HTML_START = b"<"  #: HTML, XML or any other markup; never JSON
 
 
 class AnswerCounts(NamedTuple):
@@ -51,9 +51,11 @@ def one_line(text: str, limit: int = 200) -> str:
 
 
 def is_html(answer: Answer) -> bool:
-    ctype = answer.headers.get("Content-Type", "").lower()
+    """The body is markup (judged by the body: a JSON answer mislabelled text/html is JSON)."""
     head = answer.body.lstrip()[:16].lower()
-    return "html" in ctype or (bool(head) and head.startswith(_HTML_START))
+    if head:
+        return head.startswith(_HTML_START)
+    return "html" in answer.headers.get("Content-Type", "").lower()
 
 
 def html_title(answer: Answer, secret: str = "") -> str:

@@ -89,6 +89,11 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(302, b"<html><body>moved</body></html>", "text/html",
                     {"Location": "http://login.hotspot.example/portal?next=/api"})
 
+    def mode_mislabelled(self, body: bytes) -> None:
+        n = len(json.loads(body)["totals"])
+        self.answer(200, json.dumps({"accepted": n, "duplicates": 0, "superseded": 0,
+                                     "note": "<b>fine</b>"}).encode(), "text/html")
+
     def mode_files_one(self, body: bytes) -> None:
         self.answer(200, PROTOCOL_OK)  # whatever was sent
 

@@ -130,6 +130,14 @@ def test_a_redirect_to_a_portal_is_never_followed_and_says_where(device):
         assert_kept(dev)
 
 
+def test_the_protocols_answer_counts_whatever_its_content_type(device):
+    with HostileServer("mislabelled") as server:  # JSON labelled text/html, an extra field
+        dev = device(server.url)
+        one_hour(dev)
+        assert dev.uploader.cycle() is None
+        assert {o[3:] for o in dev.outbox().values()} == {(1, "sent")}
+
+
 def test_an_answer_filing_fewer_totals_than_sent_is_not_success(device):
     with HostileServer("files-one") as server:  # the protocol's shape, 1 of the 2 totals filed
         dev = device(server.url)
