@@ -443,7 +443,7 @@ class Uploader:
             sent += 1
         if outcome is None and sent == 0 and (health_due or self._health_overdue(now)):
             body = self._body([])
-            outcome = self.post(body, hashlib.sha256(body).hexdigest())
+            outcome = _filed_all(self.post(body, hashlib.sha256(body).hexdigest()), 0)
             if outcome.kind == UploadOutcome.OK:
                 self._succeeded(0, health_only=True)
                 outcome = None
@@ -464,11 +464,7 @@ class Uploader:
         t0 = time.monotonic()
         outcome = self.post(bytes(body), key)
         took = time.monotonic() - t0
-        if outcome.kind == UploadOutcome.OK and outcome.counts is not None \
-                and outcome.counts.total != len(items):
-            outcome = Outcome(UploadOutcome.RETRY, outcome.status,
-                              f"the server answered {outcome.status} but filed "
-                              f"{outcome.counts.total} of the {len(items)} totals sent")
+        outcome = _filed_all(outcome, len(items))
         if outcome.kind == UploadOutcome.OK:
             self.store.mark_sent(req_id, items, self.clock.now())
             if outcome.counts is not None and outcome.counts.superseded:
@@ -698,6 +694,16 @@ class UploadService:
                                                  f"internal error: {type(e).__name__}"))
         finally:
             self.lock.release()
+
+
+def _filed_all(outcome: Outcome, n_totals: int) -> Outcome:
+    """A success whose counts do not add up to the totals sent becomes a retry."""
+    if outcome.kind != UploadOutcome.OK or outcome.counts is None \
+            or outcome.counts.total == n_totals:
+        return outcome
+    return Outcome(UploadOutcome.RETRY, outcome.status,
+                   f"the server answered {outcome.status} but filed {outcome.counts.total} "
+                   f"of the {n_totals} totals sent")
 
 
 @contextmanager
