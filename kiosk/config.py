@@ -267,7 +267,7 @@ STORAGE_KEYS = _keys(
 UPLOAD_KEYS = _keys(
     Key("url", (str,), REQUIRED, "an https:// URL", None, "the statistics server's endpoint"),
     Key("token_file", (str,), REQUIRED, "a path to a file holding the bearer token", None,
-        "bearer token file; mode 0600 or 0640"),
+        "bearer token file: one line, mode 0600 or 0640 (kiosk/token_file.py refuses others)"),
     Key("period_minutes", (int,), 60, "15, 30 or 60", _one_of(*PERIOD_MINUTES),
         "length of an uploaded period, minutes"),
     _num_key("jitter_s", 300.0, "seconds", 0, 3600,
@@ -278,7 +278,9 @@ UPLOAD_KEYS = _keys(
     _num_key("grace_s", 10.0, "seconds", 0, 3600,
              doc="seconds after a period ends before it is considered closed (≤ 1 h)"),
     _num_key("timeout_s", 30.0, "seconds", 0, 600, lo_open=True,
-             doc="connect and read timeout of one request, seconds (≤ 10 min)"),
+             doc="the longest one request may take, seconds (≤ 10 min): connecting, sending "
+                 "and the whole answer together, so a server trickling bytes cannot hold it "
+                 "longer; also each socket wait (connecting: at most 10 s)"),
     Key("ca_file", (str,), None, "a path to a PEM file of a private CA",
         None, "private CA; TLS is always verified"),
     Key("allow_insecure_http", (bool,), False, "true or false", None,

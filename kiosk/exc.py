@@ -48,3 +48,11 @@ class AnnotationError(KioskError, ValueError):
 
 class ImportFileError(KioskError, ValueError):
     "An import file has bad rows, or conflicts with the database; nothing was imported"
+
+
+class TokenFileError(UploadError):
+    "The upload token file is missing, unsafe, or holds a token that cannot be sent"
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        self.missing = missing
+        super().__init__(message)

@@ -14,6 +14,11 @@ Answers: connection errors, timeouts, 408, 409, 429 and 5xx retry with capped
 exponential backoff and jitter (honouring ``Retry-After``); 413 splits the batch;
 400/422 bisect the batch down to the offending totals and quarantine them; 401,
 403, 404, 3xx and TLS failures pause uploads (nothing is dropped) and retry slowly.
+A 2xx counts only with the protocol's answer (:mod:`kiosk.answers`); every request has
+a total deadline and a capped answer (:mod:`kiosk.transport`).
+
+The journal tells a failure streak's start, a reminder every hour while it lasts, and
+the recovery ("uploads work again after 10 h 3 min; 20 periods sent").
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import json
 import logging
 import os
 import random
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +42,7 @@ from zoneinfo import ZoneInfo
 
 from kiosk import __version__
 from kiosk.annotations import changed_ranges, flags_for
+from kiosk.answers import AnswerCounts, error_text, judge_success, names_totals, redirect_text
 from kiosk.clock import Clock
 from kiosk.config import Config, UploadConfig
 from kiosk.exc import UploadError
@@ -45,6 +50,9 @@ from kiosk.importer import uploadable
 from kiosk.periods import PERIODS, iso_local, iso_utc, totals
 from kiosk.store import JournalEntry, OutboxRow, Store, pid_alive
 from kiosk.store.outbox import merge_total
+from kiosk.token_file import read_token, token_signature
+from kiosk.transport import Answer, Failure, FailureKind, Transport
+from kiosk.upload_messages import duration, local_text
 
 log = logging.getLogger("kiosk.upload")
 
@@ -53,6 +61,9 @@ RETRY_BASE_S = 10.0  #: First retry delay after a transient failure (clock secon
 RETRY_AFTER_MAX_S = 6 * 3600.0  #: Longest Retry-After we honour (clock seconds).
 HEALTH_EVERY_S = 3600.0  #: A health-only upload at least this often (clock seconds).
 MAX_REQUESTS_PER_CYCLE = 1000  #: Upper bound of requests in one drain (a safety net).
+REMIND_EVERY_S = 3600.0  #: A journal reminder this often while uploads fail (clock seconds).
+TOKEN_POLL_S = 2.0  #: How often the upload thread looks at the token file (real seconds).
+STOP_WAIT_S = 5.0  #: Longest wait for the upload thread when the daemon stops (real seconds).
 #: Smallest coverage sent: for a period that has counts but no recorded run, or whose running
 #: share would round to 0 in the body's 4 decimals (the schema requires coverage > 0).
 MIN_COVERAGE = 0.0001
@@ -68,6 +79,7 @@ class UploadOutcome(StrEnum):
     SPLIT = "split"  #: 413: the batch is too large, send it in halves
     QUARANTINE = "quarantine"  #: 400/422 naming totals: bisect down to them, set them aside
     PAUSE = "pause"  #: our configuration is wrong (401, 403, 404, 3xx, TLS): keep, retry slowly
+    ABANDONED = "abandoned"  #: the service is stopping: the stored request goes out later
 
 
 @dataclass
@@ -78,6 +90,8 @@ class Outcome:
     status: int | None
     message: str
     retry_after: float | None = None
+    #: The protocol's answer to a 2xx (None otherwise).
+    counts: AnswerCounts | None = None
 
     def __post_init__(self) -> None:
         self.kind = UploadOutcome(self.kind)  # a plain string is accepted too
@@ -128,25 +142,6 @@ def clock_synchronized() -> bool:
     return state not in (-1, 5)  # 5 = TIME_ERROR: the clock is not synchronized
 
 
-def read_token(path: str) -> str:
-    """The bearer token from ``path``; refuses a missing, empty or world-readable file."""
-    try:
-        st = os.stat(path)
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise UploadError(f"token file {path} does not exist; put the token from the statistics "
-                          f"team there (chmod 640, owner root:kiosk)") from None
-    except PermissionError:
-        raise UploadError(f"token file {path} is not readable by this user; "
-                          f"chown root:kiosk {path} && chmod 640 {path}") from None
-    if st.st_mode & stat.S_IROTH:
-        raise UploadError(f"token file {path} is readable by every user; refusing to use it: "
-                          f"chmod o-rwx {path}")
-    if not text:
-        raise UploadError(f"token file {path} is empty")
-    return text
-
-
 class UploadLock:
     """An advisory file lock so the daemon and ``kiosk sync`` never upload at once."""
 
@@ -185,11 +180,14 @@ class Uploader:
         are closed (its counts are flushed up to there).  None: read from the database.
     :param live_run: instead of ``live_run_id``, a callable the daemon gives that returns its
         live run id at each call (the id changes when a clock jump splits the run).
+    :param retries: False for a one-shot ``kiosk sync``: failures are reported, not
+        scheduled (its messages never promise a retry), and go to the journal only.
     """
 
     def __init__(self, store: Store, config: Config, *, clock: Clock,
                  live_run_id: int | None = None, live_run: Callable[[], int | None] | None = None,
-                 session: Any = None, rng: random.Random | None = None) -> None:
+                 session: Any = None, rng: random.Random | None = None,
+                 retries: bool = True) -> None:
         if config.upload is None:
             raise UploadError("no [upload] section in the config: nothing to upload to")
         self.store = store
@@ -201,7 +199,16 @@ class Uploader:
         self.tz = ZoneInfo(config.device.timezone)
         self.period_s = self.up.period_minutes * 60
         self.rng = rng or random.Random()
-        self._session = session
+        self.retries = retries
+        #: The one request at a time: total deadline ``timeout_s``, capped answers, abortable.
+        self.transport = Transport(self.up.url, total_s=self.up.timeout_s,
+                                   ca_file=self.up.ca_file, session=session)
+        #: The token file as it was at the last attempt (a change means: try again now).
+        self.token_seen = token_signature(self.up.token_file)
+        #: Periods sent by the last :meth:`cycle`, and the span they cover (UTC seconds).
+        self.sent_periods = 0
+        self.sent_span: tuple[float, float] | None = None
+        self._recovered_after: float | None = None
         #: Totals per request: batch_max, lowered after a 413 for the rest of this process.
         self.batch_limit = self.up.batch_max
         self.state: dict[str, Any] = store.meta("upload") or {}
@@ -215,7 +222,8 @@ class Uploader:
         self.store.set_meta(upload=self.state)
 
     def journal(self, level: str, message: str, kind: str = "upload") -> None:
-        log.log(getattr(logging, level), "%s", message)
+        # a one-shot kiosk sync says what happened itself; its lines go to the journal only
+        log.log(getattr(logging, level) if self.retries else logging.DEBUG, "%s", message)
         self.store.add_journal(JournalEntry(self.clock.now(), level, kind, message))
 
     # -- scanning: closed periods into the outbox -------------------------------------------------
@@ -351,64 +359,77 @@ class Uploader:
 
     # -- sending ------------------------------------------------------------------------------
 
-    @property
-    def session(self) -> Any:
-        if self._session is None:
-            import requests
+    def token_problem(self) -> str | None:
+        """Why the token file cannot be used (one line, never its content), or None."""
+        self.token_seen = token_signature(self.up.token_file)
+        try:
+            read_token(self.up.token_file)
+        except UploadError as e:
+            return str(e)
+        return None
 
-            self._session = requests.Session()
-            self._session.headers["User-Agent"] = f"kiosk/{__version__}"
-        return self._session
+    def abort(self) -> None:
+        """End the request in flight at once, and refuse new ones (the daemon is stopping).
+        Safe from any thread; the stored request is re-sent later with the same key."""
+        self.transport.abort()
 
     def post(self, body: bytes, key: str) -> Outcome:
         """One POST; never raises for network or HTTP trouble (see :class:`Outcome`)."""
-        import requests
-
+        self.token_seen = token_signature(self.up.token_file)
         try:
             token = read_token(self.up.token_file)
         except UploadError as e:
             return Outcome(UploadOutcome.PAUSE, None, str(e))
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}",
                    "Idempotency-Key": key, "User-Agent": f"kiosk/{__version__}"}
-        verify: Any = self.up.ca_file or True
-        try:
-            r = self.session.post(self.up.url, data=body, headers=headers, verify=verify,
-                                  timeout=(min(10.0, self.up.timeout_s), self.up.timeout_s),
-                                  allow_redirects=False)
-        except requests.exceptions.SSLError as e:
+        got = self.transport.post(body, headers, secret=token)
+        if isinstance(got, Failure):
+            return self._no_answer(got)
+        return self._judge(got, token)
+
+    def _no_answer(self, failure: Failure) -> Outcome:
+        if failure.kind == FailureKind.ABORTED:
+            return Outcome(UploadOutcome.ABANDONED, None, failure.cause)
+        if failure.kind == FailureKind.TLS:
             if not clock_synchronized():
-                return Outcome(UploadOutcome.RETRY, None, f"TLS failed while the clock is not synchronized "
-                                              f"(certificate not yet valid?): {_short(e)}")
-            return Outcome(UploadOutcome.PAUSE, None, f"TLS verification failed: {_short(e)}; check the "
-                                          f"server certificate or [upload] ca_file")
-        except requests.exceptions.Timeout:
-            return Outcome(UploadOutcome.RETRY, None, f"no answer within {self.up.timeout_s:g} s")
-        except requests.exceptions.RequestException as e:
-            return Outcome(UploadOutcome.RETRY, None, f"cannot reach the server: {_short(e, token)}")
-        kind = classify(r.status_code)
-        if kind == UploadOutcome.QUARANTINE and not _names_totals(r):
+                return Outcome(UploadOutcome.RETRY, None, f"{failure.cause}, while the clock is "
+                                                          f"not synchronized")
+            return Outcome(UploadOutcome.PAUSE, None, failure.cause)
+        return Outcome(UploadOutcome.RETRY, None, failure.cause)
+
+    def _judge(self, r: Answer, token: str) -> Outcome:
+        kind = classify(r.status)
+        if kind == UploadOutcome.OK:
+            judged = judge_success(r, token)
+            if judged.counts is None:
+                return Outcome(UploadOutcome.RETRY, r.status, str(judged.problem))
+            return Outcome(kind, r.status, f"HTTP {r.status}", counts=judged.counts)
+        if kind == UploadOutcome.QUARANTINE and not names_totals(r):
             kind = UploadOutcome.PAUSE  # an envelope, health or header fault: it would repeat for every total
-        text = f"HTTP {r.status_code}"
-        detail = _error_text(r, token)
+        text = f"HTTP {r.status}"
+        detail = redirect_text(r, token) if 300 <= r.status < 400 else error_text(r, token)
         if detail:
             text += f": {detail}"
-        if kind == UploadOutcome.PAUSE:
+        if kind == UploadOutcome.PAUSE and not 300 <= r.status < 400:
             hints = {401: "the token was refused; check token_file", 403: "the token is not "
                      "allowed for this device", 404: "wrong [upload] url",
                      400: "the server refused the request as a whole, not a total",
                      422: "the server refused the request as a whole, not a total"}
-            text += f" ({hints.get(r.status_code, 'check [upload] url and token')})"
-        return Outcome(kind, r.status_code, text,
+            text += f" ({hints.get(r.status, 'check [upload] url and token')})"
+        return Outcome(kind, r.status, text,
                        parse_retry_after(r.headers.get("Retry-After"), now=time.time()))
 
     def cycle(self, *, health_due: bool = False) -> Outcome | None:
         """Scan, then send requests until the outbox is empty or a request fails.
 
-        Returns the last failing :class:`Outcome` (None when everything pending went out).
+        Returns the last failing :class:`Outcome` (None when everything pending went out);
+        :attr:`sent_periods` and :attr:`sent_span` say what this cycle sent.
         """
         now = self.clock.now()
+        self.sent_periods, self.sent_span = 0, None
         self.scan(now)
         sent = 0
+        outcome: Outcome | None = None
         for _ in range(MAX_REQUESTS_PER_CYCLE):
             req = self.store.next_request()
             if req is None:
@@ -418,16 +439,24 @@ class Uploader:
                 self._new_request(items)
                 continue
             outcome = self._send_stored(*req)
-            if outcome.kind in (UploadOutcome.RETRY, UploadOutcome.PAUSE):
-                return self._failed(outcome)
+            if outcome.kind in (UploadOutcome.RETRY, UploadOutcome.PAUSE,
+                                UploadOutcome.ABANDONED):
+                break
+            outcome = None
             sent += 1
-        if sent == 0 and (health_due or self._health_overdue(now)):
+        if outcome is None and sent == 0 and (health_due or self._health_overdue(now)):
             body = self._body([])
-            outcome = self.post(body, hashlib.sha256(body).hexdigest())
-            if outcome.kind != UploadOutcome.OK:
-                return self._failed(outcome)
-            self._succeeded(0, health_only=True)
-        return None
+            outcome = _filed_all(self.post(body, hashlib.sha256(body).hexdigest()), 0)
+            if outcome.kind == UploadOutcome.OK:
+                self._succeeded(0, health_only=True)
+                outcome = None
+        self._journal_recovery()
+        if outcome is None or outcome.kind == UploadOutcome.ABANDONED:
+            if outcome is not None:
+                log.info("upload abandoned (%s); the request is kept and re-sent later",
+                         outcome.message)
+            return outcome
+        return self._failed(outcome)
 
     def _health_overdue(self, now: float) -> bool:
         return now - (self.state.get("last_success_at") or 0) >= HEALTH_EVERY_S
@@ -438,12 +467,26 @@ class Uploader:
         t0 = time.monotonic()
         outcome = self.post(bytes(body), key)
         took = time.monotonic() - t0
+        outcome = _filed_all(outcome, len(items))
         if outcome.kind == UploadOutcome.OK:
             self.store.mark_sent(req_id, items, self.clock.now())
+            if outcome.counts is not None and outcome.counts.superseded:
+                self.journal("WARNING", f"the server holds a newer revision of "
+                                        f"{outcome.counts.superseded} total(s) than this device "
+                                        f"(was its database restored?)")
             self._succeeded(len(items), took=took, status=outcome.status, first=items[0])
+            self._note_sent(items)
         elif outcome.kind in (UploadOutcome.SPLIT, UploadOutcome.QUARANTINE):
             self._split_or_quarantine(req_id, items, outcome)
         return outcome
+
+    def _note_sent(self, items: list[tuple]) -> None:
+        self.sent_periods += len(items)
+        starts = [float(start) for _sid, start, *_ in items]
+        lo, hi = min(starts), max(starts) + self.period_s
+        if self.sent_span is not None:
+            lo, hi = min(lo, self.sent_span[0]), max(hi, self.sent_span[1])
+        self.sent_span = (lo, hi)
 
     def _split_or_quarantine(self, req_id: int, items: list[tuple], outcome: Outcome) -> None:
         """Replace a refused request by two halves; quarantine a refused single total."""
@@ -470,19 +513,32 @@ class Uploader:
 
     def _succeeded(self, n: int, *, took: float = 0.0, status: int | None = None,
                    first: tuple[str, int] | None = None, health_only: bool = False) -> None:
-        was_paused = self.state.get("paused")
+        since = self.state.get("failing_since")
+        if since is not None and self._recovered_after is None:
+            self._recovered_after = max(0.0, self.clock.now() - since)
         self._save_state(last_success_at=self.clock.now(), failures=0, paused=False,
-                         last_error=None, next_attempt_at=None)
-        if was_paused:
-            self.journal("INFO", "uploads work again")
+                         last_error=None, next_attempt_at=None, failing_since=None,
+                         reminded_at=None)
         if health_only:
             log.info("health report sent")
         else:
-            since = iso_utc(first[1]) if first else "?"
-            self.journal("INFO", f"sent {n} total(s) from {since}: HTTP {status} in {took:.2f} s")
+            since_text = iso_utc(first[1]) if first else "?"
+            self.journal("INFO", f"sent {n} total(s) from {since_text}: HTTP {status} in {took:.2f} s")
+
+    def _journal_recovery(self) -> None:
+        """After a failure streak: "uploads work again after 10 h 3 min; 20 periods sent"."""
+        if self._recovered_after is None:
+            return
+        left = self.store.backlog().pending
+        self.journal("INFO", f"uploads work again after {duration(self._recovered_after)}; "
+                             f"{self.sent_periods} period(s) sent"
+                             + (f", {left} still to send" if left else ""))
+        self._recovered_after = None
 
     def _failed(self, outcome: Outcome) -> Outcome:
+        """Record a failure; the journal gets a streak's start, a new cause, and hourly reminders."""
         failures = int(self.state.get("failures", 0)) + 1
+        now = self.clock.now()
         paused = outcome.kind == UploadOutcome.PAUSE
         if paused:
             delay = self.up.max_backoff_s
@@ -491,20 +547,51 @@ class Uploader:
             delay *= self.rng.uniform(0.5, 1.0)
         if outcome.retry_after is not None:
             delay = max(delay, outcome.retry_after)
-        next_at = self.clock.now() + delay
         level = "ERROR" if paused else "WARNING"
-        if paused:
-            msg = f"uploads PAUSED: {outcome.message}; all counts are kept; next try in {delay:.0f} s"
+        since = self.state.get("failing_since")
+        head = "uploads PAUSED" if paused else "uploads failing"
+        if not self.retries:
+            head = "kiosk sync: upload failed"
+        tail = f"; next try in {duration(delay)}" if self.retries else ""
+        if paused and self.retries:
+            tail += ", or at once when the token file changes"
+        changes: dict[str, Any] = {}
+        if not self.retries:  # a one-shot kiosk sync: what happened, no streak wording
+            since = since if since is not None else now
+            changes.update(failing_since=since, reminded_at=now)
+            self.journal(level, f"{head}: {outcome.message}; all counts are kept")
+        elif since is None:  # a streak starts
+            since = now
+            changes.update(failing_since=now, reminded_at=now)
+            self.journal(level, f"{head}: {outcome.message}; all counts are kept{tail}")
+        elif outcome.message != self.state.get("last_error"):  # the cause changed
+            changes.update(reminded_at=now)
+            lasted = f" (failing for {duration(now - since)})" if now - since >= 60 else ""
+            self.journal(level, f"{head}: {outcome.message}{lasted}; all counts are kept{tail}")
         else:
-            msg = f"upload failed ({outcome.message}); retrying in {delay:.0f} s"
-        if outcome.message != self.state.get("last_error") or failures == 1:
-            self.journal(level, msg)
-        else:
-            log.log(getattr(logging, level), "%s", msg)
+            log.log(logging.INFO, "upload failed again (%s)%s", outcome.message, tail)
         self._save_state(failures=failures, paused=paused, last_error=outcome.message,
-                         last_error_at=self.clock.now(), next_attempt_at=next_at)
+                         last_error_at=now, **changes,
+                         **({"next_attempt_at": now + delay} if self.retries else {}))
+        self.remind_if_due()
         outcome.retry_after = delay
         return outcome
+
+    def remind_if_due(self) -> bool:
+        """While uploads fail, a journal line every :data:`REMIND_EVERY_S` (clock seconds);
+        cheap when nothing is due.  Returns True if it wrote one."""
+        since, reminded = self.state.get("failing_since"), self.state.get("reminded_at")
+        now = self.clock.now()
+        if since is None or now - (reminded or since) < REMIND_EVERY_S:
+            return False
+        b = self.store.backlog()
+        oldest = f", the oldest from {local_text(b.oldest, self.tz)}" if b.oldest else ""
+        level = "ERROR" if self.state.get("paused") else "WARNING"
+        self.journal(level, f"uploads still failing after {duration(now - since)}: "
+                            f"{self.state.get('last_error')}; {b.pending} period(s) waiting"
+                            f"{oldest}; all counts are kept")
+        self._save_state(reminded_at=now)
+        return True
 
     # -- quarantine -----------------------------------------------------------------------------
 
@@ -524,7 +611,8 @@ class Uploader:
 
 class UploadService:
     """The uploader thread of the daemon: uploads after each period closes (plus jitter),
-    at start-up, and retries on the schedule :class:`Uploader` sets."""
+    at start-up, and retries on the schedule :class:`Uploader` sets.  A token file that
+    appears or changes is tried at once; :meth:`stop` abandons a request in flight."""
 
     def __init__(self, uploader: Uploader, lock: UploadLock) -> None:
         self.uploader = uploader
@@ -542,9 +630,17 @@ class UploadService:
         self._kick.set()
 
     def stop(self) -> None:
+        """Stop at once: a request in flight is abandoned (it is stored and re-sent later
+        with the same Idempotency-Key), so the daemon's stop never waits for a server."""
         self._stop.set()
         self._kick.set()
-        self._thread.join(timeout=self.uploader.up.timeout_s + 5)
+        self.uploader.abort()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=STOP_WAIT_S)
+        if self._thread.is_alive():  # never close its database under it; the process ends
+            log.warning("the upload thread did not stop within %g s; leaving it", STOP_WAIT_S)
+            return
+        self.uploader.transport.close()
         self.uploader.store.close()
 
     def _next_close(self, now: float) -> float:
@@ -554,21 +650,41 @@ class UploadService:
             0, self.uploader.up.jitter_s)
 
     def _run(self) -> None:
+        up = self.uploader
         next_at = self.clock.now()  # at start-up
+        problem = up.token_problem()
+        if problem is not None:  # refused at start: one line in the journal; counting goes on
+            next_at += up._failed(Outcome(UploadOutcome.PAUSE, None, problem)).retry_after or 0
         while not self._stop.is_set():
-            if self._kick.is_set() or self.clock.now() >= next_at:
+            if self._kick.is_set() or self._token_changed() or self.clock.now() >= next_at:
                 self._kick.clear()
                 outcome = self._cycle()
+                if self._stop.is_set():
+                    return
                 now = self.clock.now()
                 if outcome is not None:  # retry or pause: the schedule the uploader set
                     next_at = now + (outcome.retry_after or RETRY_BASE_S)
                 else:  # after the next period closes, at a random offset
                     next_at = min(self._next_close(now), now + HEALTH_EVERY_S)
-                self.uploader.state["next_attempt_at"] = next_at
-                self.uploader.store.set_meta(upload=self.uploader.state)
+                up.state["next_attempt_at"] = next_at
+                up.store.set_meta(upload=up.state)
+            else:
+                up.remind_if_due()
             wait = max(0.0, next_at - self.clock.now()) / self.clock.speed
-            # wake at least once a minute (real time) so a stepped clock is noticed
-            self._kick.wait(min(wait, 60.0))
+            # wake every few seconds: a stepped clock and a new token file are noticed
+            self._kick.wait(min(wait, TOKEN_POLL_S))
+
+    def _token_changed(self) -> bool:
+        """True when the token file changed (or appeared) since the last failed attempt."""
+        up = self.uploader
+        seen = token_signature(up.up.token_file)
+        if seen == up.token_seen:
+            return False
+        up.token_seen = seen
+        if not up.state.get("failures"):
+            return False
+        log.info("token file %s changed: trying the upload now", up.up.token_file)
+        return True
 
     def _cycle(self) -> Outcome | None:
         if not self.lock.acquire(timeout=0.5):
@@ -577,48 +693,32 @@ class UploadService:
             return self.uploader.cycle()
         except Exception as e:  # never let the thread die: counting goes on regardless
             log.exception("upload cycle failed")
-            return self.uploader._failed(Outcome(UploadOutcome.RETRY, None, f"internal error: {e}"))
+            return self.uploader._failed(Outcome(UploadOutcome.RETRY, None,
+                                                 f"internal error: {type(e).__name__}"))
         finally:
             self.lock.release()
 
 
-def _redact(text: str, secret: str) -> str:
-    """``text`` without the bearer token (a server may echo it back in an error)."""
-    return text.replace(secret, "[token]") if secret else text
-
-
-def _short(e: BaseException, secret: str = "") -> str:
-    text = _redact(str(e), secret)
-    return text if len(text) <= 200 else text[:200] + "…"
-
-
-def _error_text(r: Any, secret: str = "") -> str:
-    try:
-        data = r.json()
-    except ValueError:
-        return _redact((r.text or "").strip(), secret)[:200]
-    if isinstance(data, dict) and "error" in data:
-        return _redact(str(data["error"]), secret)[:300]
-    return ""
-
-
-def _names_totals(r: Any) -> bool:
-    """True if a 400/422 answer names a total to quarantine (``problems[].index``)."""
-    try:
-        data = r.json()
-    except ValueError:
-        return False
-    problems = data.get("problems") if isinstance(data, dict) else None
-    return isinstance(problems, list) and any(
-        isinstance(p, dict) and isinstance(p.get("index"), int) for p in problems)
+def _filed_all(outcome: Outcome, n_totals: int) -> Outcome:
+    """A success whose counts do not add up to the totals sent becomes a retry."""
+    if outcome.kind != UploadOutcome.OK or outcome.counts is None \
+            or outcome.counts.total == n_totals:
+        return outcome
+    return Outcome(UploadOutcome.RETRY, outcome.status,
+                   f"the server answered {outcome.status} but filed {outcome.counts.total} "
+                   f"of the {n_totals} totals sent")
 
 
 @contextmanager
-def uploader_for(config: Config, *, clock: Clock, live_run_id: int | None = None
-                 ) -> Iterator[Uploader]:
+def uploader_for(config: Config, *, clock: Clock, live_run_id: int | None = None,
+                 retries: bool = True) -> Iterator[Uploader]:
     """An :class:`Uploader` on its own database connection, closed afterwards."""
     store = Store.open(config.storage.path)
     try:
-        yield Uploader(store, config, clock=clock, live_run_id=live_run_id)
+        up = Uploader(store, config, clock=clock, live_run_id=live_run_id, retries=retries)
+        try:
+            yield up
+        finally:
+            up.transport.close()
     finally:
         store.close()

@@ -149,7 +149,7 @@ def test_log_shows_real_faults_with_their_levels(journal_db):
             "(NTP sync or manual change); the running record is split so the gap is not "
             "counted as running") in lines
     assert any("ERROR    -" in x and "uploads PAUSED: HTTP 401" in x for x in lines)
-    assert any("WARNING  -" in x and "upload failed (HTTP 503)" in x for x in lines)
+    assert any("WARNING  -" in x and "uploads failing: HTTP 503" in x for x in lines)
     # newest last
     stamps = [x[:19] for x in lines]
     assert stamps == sorted(stamps)
@@ -180,7 +180,7 @@ def test_log_sensor_kind_since_and_limit(journal_db):
     assert r.output.splitlines() == [
         "2025-11-24 09:05:00 +02:00  INFO     east-gate  reconnected to /dev/ttyACM0"]
     r = log(journal_db, "--limit", "2")
-    assert len(r.stdout.splitlines()) == 2 and "upload failed" in r.stdout.splitlines()[-1]
+    assert len(r.stdout.splitlines()) == 2 and "uploads failing" in r.stdout.splitlines()[-1]
     assert "showing the newest 2 of 9 entries" in r.stderr
 
 

@@ -58,6 +58,16 @@ def check_config(path: str | None) -> None:
     """Validate a config file without starting anything (exit status 2 if invalid)."""
     path = find_config_path(path)
     cfg = load(path)
+    if cfg.upload is not None:  # an unsafe token file is refused here, not only at upload time
+        from kiosk.exc import ConfigError, TokenFileError
+        from kiosk.token_file import read_token
+
+        try:
+            read_token(cfg.upload.token_file)
+        except TokenFileError as e:
+            if not e.missing:
+                raise ConfigError(f"{path}: [upload] token_file: {e}", path=path) from None
+            click.echo(f"{path}: note: {e}; uploads wait for it", err=True)
     kinds = ", ".join(f"{s.id} ({s.type})" for s in cfg.sensors)
     where = f"uploads to {cfg.upload.url}" if cfg.upload else "no [upload]: counts are kept locally only"
     click.echo(f"{path}: OK: device {cfg.device.id} at {cfg.device.site}, sensors: {kinds}; {where}")

@@ -25,14 +25,16 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
     """
     from kiosk.clock import SystemClock
     from kiosk.exc import UploadError
+    from kiosk.token_file import read_token
     from kiosk.upload import UploadLock, uploader_for
+    from kiosk.upload_messages import sync_summary
 
     cfg = load_config(config_path)
     assert cfg is not None
     if cfg.upload is None:
         raise UploadError(f"{cfg.source} has no [upload] section: this kiosk keeps its counts "
                           f"locally and uploads nothing")
-    with uploader_for(cfg, clock=SystemClock()) as up:
+    with uploader_for(cfg, clock=SystemClock(), retries=False) as up:
         if list_quarantined:
             rows = up.quarantined()
             if not rows:
@@ -41,6 +43,7 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
                 click.echo(f"{r['sensor_id']} {r['start']}..{r['end']} in={r['in']} "
                            f"out={r['out']} revision={r['revision']}: {r['error']}")
             return
+        read_token(cfg.upload.token_file)  # an unsafe token file: one line, exit 1
         lock = UploadLock(cfg.storage.path)
         if not lock.acquire(timeout=wait):
             raise UploadError(f"the daemon's upload did not finish within {wait:g} s; "
@@ -49,20 +52,13 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
             if retry_quarantined:
                 click.echo(f"{up.retry_quarantined()} quarantined total(s) queued again")
             outcome = up.cycle(health_due=True)
-            b = up.backlog()
+            lines, done = sync_summary(up, outcome)
         finally:
             lock.release()
-    if outcome is None and b["periods"] == 0:
-        click.echo(f"uploaded: nothing left to send ({b['quarantined']} quarantined)")
-        return
-    if outcome is None:
-        click.echo(f"uploaded a full round; {b['periods']} period(s) still to send, oldest "
-                   f"{b['oldest']}: run `kiosk sync` again", err=True)
+    for line in lines:
+        click.echo(line, err=not done)
+    if not done:
         raise SystemExit(1)
-    click.echo(f"upload stopped: {outcome.message}", err=True)
-    click.echo(f"{b['periods']} period(s) left to send, oldest {b['oldest']}; "
-               f"{b['quarantined']} quarantined", err=True)
-    raise SystemExit(1)
 
 
 @click.command()
