@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -124,22 +123,6 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         except (TypeError, ValueError):
             return None
     return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
-
-
-def clock_synchronized() -> bool:
-    """True when the system clock is synchronized: systemd-timesyncd's flag file, else the
-    kernel's NTP state (``adjtimex`` not reporting TIME_ERROR, as set by chrony or ntpd)."""
-    if Path("/run/systemd/timesync/synchronized").exists():
-        return True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        state = libc.adjtimex(buf)
-    except (OSError, AttributeError):
-        return False
-    return state not in (-1, 5)  # 5 = TIME_ERROR: the clock is not synchronized
 
 
 class UploadLock:
@@ -318,13 +301,20 @@ class Uploader:
             "software_version": __version__,
             "uptime_s": round(max(0.0, self.clock.now() - started), 1),
             "restarts": max(0, int(self.store.meta("starts", 1)) - 1),
-            "clock_synchronized": clock_synchronized(),
+            "clock_synchronized": self.clock.synchronized(),
+            "pulses_waiting_for_clock": self._waiting_for_clock(),
             "database_bytes": self.store.size_bytes(),
             "backlog_periods": b["periods"],
             "oldest_unsent": b["oldest"],
             "quarantined_periods": b["quarantined"],
             "sensors": sensors,
         }
+
+    def _waiting_for_clock(self) -> int:
+        """Pulse messages kept until NTP sets the clock (stored and in the daemon's memory)."""
+        stored = 0 if "m006_unplaced_pulses" in self.store.pending_migrations \
+            else self.store.unplaced_summary()[0]
+        return stored + int((self.store.meta("clock") or {}).get("unplaced_in_memory", 0))
 
     def _body(self, items: list[OutboxRow]) -> bytes:
         flags = {}
@@ -391,7 +381,7 @@ class Uploader:
         if failure.kind == FailureKind.ABORTED:
             return Outcome(UploadOutcome.ABANDONED, None, failure.cause)
         if failure.kind == FailureKind.TLS:
-            if not clock_synchronized():
+            if not self.clock.synchronized():
                 return Outcome(UploadOutcome.RETRY, None, f"{failure.cause}, while the clock is "
                                                           f"not synchronized")
             return Outcome(UploadOutcome.PAUSE, None, failure.cause)

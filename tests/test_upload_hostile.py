@@ -386,17 +386,13 @@ def tls_server(tmp_path):
     server.close()
 
 
-def test_an_untrusted_certificate_says_set_ca_file_and_ca_file_fixes_it(device, tls_server,
-                                                                         monkeypatch):
-    from kiosk import upload
-
-    monkeypatch.setattr(upload, "clock_synchronized", lambda: True)
+def test_an_untrusted_certificate_says_set_ca_file_and_ca_file_fixes_it(device, tls_server):
     url = f"https://127.0.0.1:{tls_server.server_address[1]}{tls_server.path}"
     dev = device(url)
     one_hour(dev)
     outcome = dev.uploader.cycle()
     assert (outcome.kind, outcome.message) == ("pause", "TLS: certificate not trusted (set ca_file?)")
-    monkeypatch.setattr(upload, "clock_synchronized", lambda: False)
+    dev.clock.is_synchronized = False  # the Pi's clock is not set yet
     outcome = dev.uploader.cycle()
     assert outcome.kind == "retry"  # maybe a clock before the certificate's start
     assert outcome.message == ("TLS: certificate not trusted (set ca_file?), while the clock "
@@ -406,10 +402,7 @@ def test_an_untrusted_certificate_says_set_ca_file_and_ca_file_fixes_it(device, 
     assert fixed.uploader.backlog()["periods"] == 0
 
 
-def test_a_certificate_for_another_name_says_so(device, tls_server, monkeypatch):
-    from kiosk import upload
-
-    monkeypatch.setattr(upload, "clock_synchronized", lambda: True)
+def test_a_certificate_for_another_name_says_so(device, tls_server):
     dev = device(f"https://localhost:{tls_server.server_address[1]}{tls_server.path}",
                  ca_file=str(tls_server.cert))
     assert _cause(dev) == "TLS: the certificate is not for localhost"
