@@ -10,6 +10,8 @@ from kiosk.config import Config
 from kiosk.periods import iso_local, local_midnight
 from kiosk.store import Store, pid_alive
 
+STALL_HEARTBEATS = 3  #: Heartbeats missed (plus 10 s) before a live daemon counts as stalled.
+
 
 def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) -> dict[str, Any]:
     """Everything ``kiosk status`` shows, as a JSON-able dict (times as local ISO strings)."""
@@ -17,10 +19,11 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
     runs = store.last_run()
     last_seen = runs[1] if runs else None
     stopped = runs[2] is not None if runs else True
-    heartbeat = float(daemon.get("heartbeat_s", 30)) / min(float(daemon.get("speed", 1)), 60)
     running = (not stopped) and pid_alive(daemon.get("pid"))
-    if running and daemon.get("speed", 1) == 1 and last_seen is not None \
-            and now - last_seen > 3 * heartbeat + 10:
+    # the daemon records its heartbeat period (s); three missed heartbeats is a stall
+    heartbeat = daemon.get("heartbeat_s")
+    if running and daemon.get("speed", 1) == 1 and last_seen is not None and heartbeat \
+            and now - last_seen > STALL_HEARTBEATS * float(heartbeat) + 10:
         state = "stalled"
     elif running:
         state = "running"
