@@ -68,7 +68,7 @@ from zoneinfo import ZoneInfo
 from kiosk.clock import ManualClock
 from kiosk.config import loads as config_from_text
 from kiosk.daemon import _WAKE, Daemon
-from kiosk.events import Pulse
+from kiosk.events import Message, Pulse
 from kiosk.sensors.simulated import SimulatedSensor
 from kiosk.store import Store
 
@@ -77,7 +77,7 @@ MONDAY = date(2026, 3, 2)
 ENTRANCES = ("north", "south")
 VISITS = 6000  # over both entrances
 JOURNAL_COMMIT_S = 5.0  # ext4's default commit interval (real seconds)
-IMAGE_MB = 256
+IMAGE_MB = 2048  # sparse; above 512 MB mke2fs makes a "default" file system anyway
 
 CONFIG = """\
 [device]
@@ -116,11 +116,12 @@ def day_bounds() -> tuple[float, float]:
 def day_pulses(seed: int) -> list[Pulse]:
     """Every pulse of the day at both entrances, in time order."""
     start, end = day_bounds()
-    pulses: list[Pulse] = []
+    out: list[Message] = []
     for i, sid in enumerate(ENTRANCES):
-        sim = SimulatedSensor(sid, emit=pulses.append, clock=ManualClock(start), timezone=TZ,
+        sim = SimulatedSensor(sid, emit=out.append, clock=ManualClock(start), timezone=TZ,
                               weekday_visits=VISITS / len(ENTRANCES), seed=seed * 100 + i)
         sim.advance_to(end)
+    pulses = [m for m in out if isinstance(m, Pulse)]
     pulses.sort(key=lambda p: p.ts)
     return pulses
 
@@ -207,7 +208,7 @@ def counting_commits(hook: Any = None, clock: Any = None) -> Iterator[Commits]:
         return result
 
     Store.write = counted_write  # type: ignore[method-assign]
-    Store.write_batch = counted_batch  # type: ignore[method-assign]
+    Store.write_batch = counted_batch  # type: ignore[method-assign,assignment]
     try:
         yield c
     finally:
@@ -221,8 +222,9 @@ def counting_commits(hook: Any = None, clock: Any = None) -> Iterator[Commits]:
 class LoopFs:
     """A fresh ext4 file system in an image on a loop device, mounted at ``mount``."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, options: str) -> None:
         self.base = base
+        self.options = options
         self.image = base / "sd.img"
         self.mount = base / "mnt"
         self.device = ""
@@ -233,10 +235,11 @@ class LoopFs:
         with open(self.image, "wb") as f:
             f.truncate(IMAGE_MB * 1024 * 1024)
         # lazy init off: no background zeroing of inode tables during the measurement
-        run("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(self.image))
+        run("mkfs.ext4", "-q", "-F", "-T", "default", "-b", "4096", "-E",
+            "lazy_itable_init=0,lazy_journal_init=0", str(self.image))
         self.device = run("losetup", "--find", "--show", str(self.image)).strip()
         try:
-            run("mount", "-o", "noatime", self.device, str(self.mount))
+            run("mount", "-o", self.options, self.device, str(self.mount))
         except Exception:
             run("losetup", "-d", self.device)
             raise
@@ -291,70 +294,81 @@ def io_counters() -> dict[str, int]:
 class KernelTimers:
     """ext4's and the page cache's timers, run at simulated time on the loop file system.
 
-    In the field the kernel commits ext4's journal every 5 s (``commit=5``: the WAL's and
-    the database's changed timestamps land there) and its flusher writes back data that has
-    been dirty for 30 s (``dirty_expire_centisecs``), looking every 5 s: that is how the
-    ``-shm`` file, which SQLite maps but never syncs, reaches the disk.  A day run in minutes
-    would see a small fraction of those, so this calls them every 5 s of simulated time: a
-    journal commit (an ``fsync`` of a file whose timestamp was just touched commits the
-    running transaction, as the timer does) and the write-back of a ``-shm`` dirtied 30 s
-    ago or more.  The sectors each one writes are kept apart for the breakdown.
+    In the field ext4 commits its journal 5 s after a transaction opened (``commit=5``): the
+    WAL's changed timestamps land there; and the flusher, waking every 5 s, writes back data
+    that has been dirty for 30 s (``dirty_expire_centisecs``): that is how the ``-shm`` file,
+    which SQLite maps but never syncs, reaches the disk.  A day run in seconds would see a
+    small fraction of those, so they are called here at simulated time: 5 s after the first
+    commit since the last journal commit, an ``fsync`` of the WAL commits the running
+    transaction that holds its new timestamps, as the timer would (mounted ``lazytime``,
+    timestamps are not journalled and this is skipped); on each 5-s tick, a ``-shm`` dirty
+    for 30 s or more is written back with ``fdatasync``.  The sectors each writes are kept
+    apart for the breakdown.
     """
 
-    EVERY_S = 5.0
+    JOURNAL_S = 5.0
+    FLUSHER_S = 5.0
     EXPIRE_S = 30.0
 
     def __init__(self, fs: LoopFs, db: Path) -> None:
         self.fs = fs
         self.shm = Path(str(db) + "-shm")
-        self.stamp = db.parent / "journal-timer"
-        self.stamp.touch()
-        self._fd = os.open(self.stamp, os.O_RDONLY)
-        self.slot = -1.0
+        self.wal = Path(str(db) + "-wal")
+        self.lazytime = "lazytime" in fs.options.split(",")
+        self.flusher_slot = -1.0
+        self.journal_due: float | None = None
         self.dirty_since: float | None = None
         self.journal_sectors = 0
         self.writeback_sectors = 0
 
-    def close(self) -> None:
-        os.close(self._fd)
-
     def committed(self, t: float) -> None:
-        """The daemon committed at ``t``: the ``-shm`` is dirty from then on."""
+        """The daemon committed at ``t``: a journal transaction is open, the ``-shm`` dirty."""
+        if self.journal_due is None:
+            self.journal_due = t + self.JOURNAL_S
         if self.dirty_since is None:
             self.dirty_since = t
 
     def __call__(self, t: float) -> None:
-        slot = t // self.EVERY_S
-        if slot == self.slot:
-            return
-        self.slot = slot
-        s0 = self.fs.sectors_written()
-        if self.dirty_since is not None and t - self.dirty_since >= self.EXPIRE_S:
-            self.dirty_since = None
+        slot = t // self.FLUSHER_S
+        if slot != self.flusher_slot:
+            self.flusher_slot = slot
+            if self.dirty_since is not None and t - self.dirty_since >= self.EXPIRE_S:
+                self.dirty_since = None
+                s0 = self.fs.sectors_written()
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(self.shm, os.O_RDONLY)
+                    try:
+                        os.fdatasync(fd)
+                    finally:
+                        os.close(fd)
+                self.writeback_sectors += self.fs.sectors_written() - s0
+        if self.journal_due is not None and t >= self.journal_due:
+            self.journal_due = None
+            if self.lazytime:  # timestamps stay in memory: the timer finds nothing to commit
+                return
+            s0 = self.fs.sectors_written()
             with contextlib.suppress(FileNotFoundError):
-                fd = os.open(self.shm, os.O_RDONLY)
+                fd = os.open(self.wal, os.O_RDONLY)
                 try:
-                    os.fdatasync(fd)
+                    os.fsync(fd)  # commits the transaction holding the WAL's timestamps
                 finally:
                     os.close(fd)
-        s1 = self.fs.sectors_written()
-        os.utime(self._fd)
-        os.fsync(self._fd)
-        s2 = self.fs.sectors_written()
-        self.writeback_sectors += s1 - s0
-        self.journal_sectors += s2 - s1
+            self.journal_sectors += self.fs.sectors_written() - s0
 
 
-def simulate_day(seed: int, base: Path, fs: LoopFs | None) -> dict[str, Any]:
+def simulate_day(seed: int, base: Path, fs: LoopFs | None, *, timers: bool = True,
+                 flush: float | None = None) -> dict[str, Any]:
     start, end = day_bounds()
     pulses = day_pulses(seed)
     db = (fs.mount if fs else base) / f"day{seed}" / "counts.db"
     db.parent.mkdir()
     Store.open(db).close()  # created and migrated before the measurement
-    text = CONFIG.format(tz=TZ, db=db) + "".join(IDLE_SENSOR.format(id=s) for s in ENTRANCES)
-    config = config_from_text(text)
-    timers = KernelTimers(fs, db) if fs is not None else None
-    clock = DayClock(start, end, pulses, timers)
+    text = CONFIG.format(tz=TZ, db=db)
+    if flush is not None:
+        text += f"flush_interval_s = {flush}\n"
+    config = config_from_text(text + "".join(IDLE_SENSOR.format(id=s) for s in ENTRANCES))
+    kernel = KernelTimers(fs, db) if fs is not None and timers else None
+    clock = DayClock(start, end, pulses, kernel)
     daemon = Daemon(config, clock=clock)
     clock.daemon = daemon
     if fs is not None:
@@ -362,15 +376,13 @@ def simulate_day(seed: int, base: Path, fs: LoopFs | None) -> dict[str, Any]:
     sectors0 = fs.sectors_written() if fs else 0
     io0 = io_counters()
     t0 = time.monotonic()
-    with counting_commits(timers.committed if timers else None, clock) as commits:
+    with counting_commits(kernel.committed if kernel else None, clock) as commits:
         rc = daemon.run()
     elapsed = time.monotonic() - t0
     if fs is not None:
         fs.syncfs()
     io1 = io_counters()
     sectors1 = fs.sectors_written() if fs else 0
-    if timers is not None:
-        timers.close()
     if rc != 0:
         raise RuntimeError(f"the daemon exited {rc}")
     conn = sqlite3.connect(db)
@@ -384,15 +396,16 @@ def simulate_day(seed: int, base: Path, fs: LoopFs | None) -> dict[str, Any]:
         raise RuntimeError(f"seed {seed}: {sent} pulses sent, {tuple(stored)} counted, "
                            f"{events} raw events stored")
     block = (sectors1 - sectors0) * 512 if fs else None
-    journal = timers.journal_sectors * 512 if timers else None
-    writeback = timers.writeback_sectors * 512 if timers else None
+    journal = kernel.journal_sectors * 512 if kernel else 0
+    writeback = kernel.writeback_sectors * 512 if kernel else 0
     return {
         "seed": seed, "visits": sent[0], "pulses": len(pulses),
         "commits": commits.total, "commits_with_counts": commits.with_counts,
         "commits_without_counts": commits.without_counts,
         "block_bytes": block,
-        "block_sqlite": block - journal - writeback if block is not None else None,  # type: ignore[operator]
-        "block_journal_timer": journal, "block_shm_writeback": writeback,
+        "block_sqlite": block - journal - writeback if block is not None else None,
+        "block_journal_timer": journal if kernel else None,
+        "block_shm_writeback": writeback if kernel else None,
         "write_bytes": io1["write_bytes"] - io0["write_bytes"],
         "wchar": io1["wchar"] - io0["wchar"],
         "db_bytes": size, "elapsed_s": elapsed,
@@ -431,24 +444,38 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--no-loop", action="store_true",
                     help="no loop device: report write_bytes only")
+    ap.add_argument("--no-kernel-timers", action="store_true",
+                    help="do not run ext4's journal timer and the flusher at simulated time "
+                         "(then only SQLite's own syncs and the final syncfs are measured)")
+    ap.add_argument("--flush-interval", type=float, default=None, metavar="S",
+                    help="[storage] flush_interval_s (default: the default setting)")
+    ap.add_argument("--mount-options", default="noatime",
+                    help="ext4 mount options (default: noatime, as Raspberry Pi OS mounts /)")
     ap.add_argument("--dir", type=Path, default=None,
-                    help="where the image (or the databases) go (default: /dev/shm if it exists, "
-                         "else the temp dir; the image's own speed does not change the figures)")
+                    help="where the image goes (default: /dev/shm if it exists, else the temp "
+                         "dir) or, without a loop device, the databases (default: the temp dir)")
     args = ap.parse_args()
     why = "--no-loop given" if args.no_loop else loop_available()
-    parent = args.dir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    parent = args.dir
+    if parent is None and why is None and Path("/dev/shm").is_dir():
+        parent = Path("/dev/shm")  # only the image: the loop device's figures do not change
+
     import kiosk
 
     say(f"SD-card wear of a simulated {VISITS:,}-visit day ({MONDAY}, {TZ}, "
         f"{len(ENTRANCES)} entrances), default settings; kiosk from {Path(kiosk.__file__).parent}")
-    say("block device: " + ("ext4 on a loop device" if why is None
-                            else f"not measured ({why}); write_bytes only"))
+    say("block device: " + (f"ext4 on a loop device, mounted {args.mount_options}, kernel timers "
+                            + ("off" if args.no_kernel_timers else "at simulated time")
+                            if why is None else f"not measured ({why}); write_bytes only"))
+    if args.flush_interval is not None:
+        say(f"flush_interval_s = {args.flush_interval:g} (not the default)")
     results = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory(prefix="kiosk-wear-", dir=parent) as tmp:
             base = Path(tmp)
-            with LoopFs(base) if why is None else contextlib.nullcontext() as fs:
-                r = simulate_day(seed, base, fs)
+            with LoopFs(base, args.mount_options) if why is None else contextlib.nullcontext() as fs:
+                r = simulate_day(seed, base, fs, timers=not args.no_kernel_timers,
+                                 flush=args.flush_interval)
         results.append(r)
         blk = f"{r['block_bytes'] / 1e6:.1f} MB at the block device, " if r["block_bytes"] else ""
         say(f"  seed {seed}: {r['visits']:,} visits, {r['pulses']:,} pulses; {blk}"
