@@ -67,7 +67,7 @@ from zoneinfo import ZoneInfo
 
 from kiosk.clock import ManualClock
 from kiosk.config import loads as config_from_text
-from kiosk.daemon import _WAKE, Daemon
+from kiosk.daemon import Daemon
 from kiosk.events import Message, Pulse
 from kiosk.sensors.simulated import SimulatedSensor
 from kiosk.store import Store
@@ -166,7 +166,7 @@ class DayClock(ManualClock):
             self.stopping = True
             d.request_stop()
         else:  # the loop need not sit out its 1 ms minimum wait: 172,800 ticks a day
-            d.queue.put(_WAKE)
+            d.wake()
         return 0.0
 
 
