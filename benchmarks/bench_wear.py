@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """SD-card wear: what a simulated 6,000-visit day writes at the block device, and how many commits.
 
-Run from the project root, as root for the block-device figure (about 2-3 minutes a day on a
+Run from the project root, as root for the block-device figure (under 10 s a day on a
 2-core x86 machine)::
 
     .venv/bin/python benchmarks/bench_wear.py [--seeds 1 2 3] [--json] [--no-loop]
@@ -19,28 +19,32 @@ real one) that the loop itself moves.  Whenever the loop is about to block for `
 seconds, the clock jumps to the end of that wait, or to the next pulse if that comes first,
 and puts the pulses that are due on the daemon's queue at their own timestamps.  So every
 commit happens at the clock time it would in the field (a discrete-event simulation), and
-a day takes minutes instead of 24 hours.
+a day takes seconds instead of 24 hours.
 
 What is measured:
 
-* **commits**: every write transaction the daemon makes (:meth:`Store.write` is wrapped
-  to count them), split into those that carry counts and those that carry none (heartbeats,
-  raw events or housekeeping only);
+* **commits**: every write transaction of the daemon that changed something
+  (:meth:`Store.write` is wrapped to count them), split into those that carry counts and
+  those that carry none (heartbeats, raw events or housekeeping only);
 * **bytes at the block device**: the database lives on a fresh ext4 file system (4 KiB
-  blocks, the ``mkfs.ext4`` defaults, mounted ``noatime`` like Raspberry Pi OS's root) in
-  an image on a loop device; the figure is the sectors the loop device wrote
-  (``/sys/block/loopN/stat``) from before the daemon starts to after it stopped (its
-  last checkpoint) and ``syncfs``.  That includes ext4's own journal.  ext4 commits its
-  journal every 5 s of *real* time (``commit=5``); a sped-up day would see a few hundred
-  of those instead of thousands, so the benchmark calls ``syncfs()`` every 5 s of
-  simulated time, which is what the kernel's timer does in the field;
-* ``write_bytes`` and ``wchar`` of this process (``/proc/self/io``) as a cross-check;
-  write_bytes counts whole pages the daemon dirtied, without the file system's journal.
+  blocks, ``mkfs.ext4`` defaults, mounted ``noatime`` as Raspberry Pi OS mounts its root;
+  ``--mount-options`` to change) in an image on a loop device; the figure is the sectors
+  the loop device wrote (``/sys/block/loopN/stat``) from before the daemon starts to after
+  it stopped (its last checkpoint) and a ``syncfs``.  It includes ext4's own journal.  The
+  kernel's timers run on real time, so a day run in seconds would see few of them:
+  :class:`KernelTimers` runs them at simulated time (``--no-kernel-timers`` to leave them
+  alone), and the sectors they write are shown apart: ext4's 5-s journal commit (the WAL's
+  new timestamps) and the write-back of the ``-shm`` file, which SQLite maps but never syncs;
+* ``write_bytes`` and ``wchar`` of this process (``/proc/self/io``): write_bytes counts the
+  pages the daemon dirtied, without the file system's journal.  Without a loop device
+  (``--no-loop``) the database goes to the temp dir and this is the only byte figure; it is
+  the measure of the 165 MB in issue 8.
 
-Without root, loop devices or ``mkfs.ext4`` (or with ``--no-loop``) the database goes to a
-temporary directory and only write_bytes is reported.  Medians over the seeds are printed,
-with min and max.  To measure another version of the package (the "before" figures in the
-README), run this file with ``PYTHONPATH`` pointing at that version's source tree.
+Without root, loop devices or ``mkfs.ext4`` the benchmark says so and falls back to
+``--no-loop``.  Medians over the seeds are printed, with min and max.  To measure another
+version of the package (the "before" figures in the README), run this file with
+``PYTHONPATH`` pointing at that version's source tree, e.g.
+``git archive 5b81c68 | tar -x -C /tmp/before`` then ``PYTHONPATH=/tmp/before``.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from kiosk import daemon as daemon_module
 from kiosk.clock import ManualClock
 from kiosk.config import loads as config_from_text
 from kiosk.daemon import Daemon
@@ -166,7 +171,10 @@ class DayClock(ManualClock):
             self.stopping = True
             d.request_stop()
         else:  # the loop need not sit out its 1 ms minimum wait: 172,800 ticks a day
-            d.wake()
+            if hasattr(d, "wake"):
+                d.wake()
+            else:  # a version from before Daemon.wake (the README's "before" figures)
+                d.queue.put(daemon_module._WAKE)
         return 0.0
 
 
@@ -186,18 +194,21 @@ class Commits:
 
 @contextmanager
 def counting_commits(hook: Any = None, clock: Any = None) -> Iterator[Commits]:
-    """Count every transaction of :meth:`Store.write` and what each ``write_batch`` carried;
-    ``hook(clock.now())`` is called after each commit."""
+    """Count the transactions of :meth:`Store.write` that changed a row (one that changed
+    nothing, such as an hourly sweep with nothing to delete, writes nothing) and what each
+    ``write_batch`` carried; ``hook(clock.now())`` is called after each."""
     c = Commits()
     write, batch = Store.write, Store.write_batch
 
     @contextmanager
     def counted_write(self: Store) -> Iterator[Any]:
+        before = self.conn.total_changes
         with write(self) as conn:
             yield conn
-        c.total += 1  # only when it committed
-        if hook is not None:
-            hook(clock.now())
+        if self.conn.total_changes > before:  # it committed, and wrote something
+            c.total += 1
+            if hook is not None:
+                hook(clock.now())
 
     def counted_batch(self: Store, **kw: Any) -> Any:
         before = c.total
