@@ -15,9 +15,9 @@ What is written when (the SD card's sake; the README's durability promise):
   since they were last written (or :data:`EVENTS_MAX_PENDING` wait), else with the
   heartbeat;
 * the heartbeat (raw events, last-pulse times, the running record's ``last_seen`` and
-  the ``meta`` row ``daemon``, with everything else pending): at each multiple of
-  :data:`HEARTBEAT_S` of the wall clock, which includes every 15-minute bucket boundary
-  (uploads wait for ``last_seen`` to pass a period's end).
+  the ``meta`` row ``daemon``, with everything else pending): :data:`BEAT_AFTER_S` after
+  each multiple of :data:`HEARTBEAT_S` of the wall clock, which includes every 15-minute
+  bucket boundary (uploads wait for ``last_seen`` to pass a period's end).
 
 Timers read the injected clock (``clock.monotonic()``), so a :class:`~kiosk.clock.ManualClock`
 drives the loop in tests.  ``flush_interval_s``, :data:`TICK_S`, :data:`EVENTS_EVERY_S` and
@@ -56,9 +56,12 @@ ServiceFactory = Callable[["Daemon"], Any]
 
 TICK_S = 0.5  #: Real seconds between sensor ticks and housekeeping checks.
 #: Clock seconds between writes that prove the daemon is running (``runs.last_seen``) and
-#: carry the last-pulse times; they fall on multiples of this of the wall clock, and 900
-#: (a bucket) is a multiple of it.
+#: carry the last-pulse times; they fall just after multiples of this of the wall clock,
+#: and 900 (a bucket) is a multiple of it.
 HEARTBEAT_S = 180.0
+#: Clock seconds past the multiple that the heartbeat comes, so that ``last_seen`` is past a
+#: period's end when the uploader (``grace_s`` later) looks, even on a slewed clock.
+BEAT_AFTER_S = 1.0
 EVENTS_EVERY_S = 60.0  #: Real seconds raw events may wait in memory for a counts commit.
 EVENTS_MAX_PENDING = 10_000  #: Raw events in memory that go out with the next commit anyway.
 JUMP_TOLERANCE_S = 5.0  #: A wall-clock step larger than this (clock seconds) is a jump.
@@ -433,9 +436,10 @@ class Daemon:
 
 
 def _until_beat(wall: float, at_least: float) -> float:
-    """Clock seconds from ``wall`` to the next multiple of :data:`HEARTBEAT_S` that is at
-    least ``at_least`` away."""
-    return math.ceil((wall + at_least) / HEARTBEAT_S) * HEARTBEAT_S - wall
+    """Clock seconds from ``wall`` to the next heartbeat at least ``at_least`` away: at
+    :data:`BEAT_AFTER_S` past a multiple of :data:`HEARTBEAT_S` of the wall clock."""
+    k = math.ceil((wall + at_least - BEAT_AFTER_S) / HEARTBEAT_S)
+    return k * HEARTBEAT_S + BEAT_AFTER_S - wall
 
 
 def setup_logging(level: int = logging.INFO) -> None:

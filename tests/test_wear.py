@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kiosk.clock import ManualClock
 from kiosk.config import load as load_config
-from kiosk.daemon import EVENTS_EVERY_S, HEARTBEAT_S, Daemon
+from kiosk.daemon import BEAT_AFTER_S, EVENTS_EVERY_S, HEARTBEAT_S, Daemon
 from kiosk.events import Pulse
 from kiosk.store import NEW_DB_PAGE_SIZE, Store
 from tests.conftest import SERIAL_SENSOR, db_totals, simulated_sensor, wait_for
@@ -105,15 +105,23 @@ def run_hour(tmp_path: Path, pulses: list[Pulse], check=None) -> tuple[list[floa
 
 
 def _beats_in(a: float, b: float) -> int:
-    """Multiples of HEARTBEAT_S in (a, b]."""
-    return int(b // HEARTBEAT_S) - int(a // HEARTBEAT_S)
+    """Heartbeat moments (BEAT_AFTER_S past a multiple of HEARTBEAT_S) in (a, b]."""
+    return int((b - BEAT_AFTER_S) // HEARTBEAT_S) - int((a - BEAT_AFTER_S) // HEARTBEAT_S)
+
+
+def _is_beat(t: float) -> bool:
+    return round(t - BEAT_AFTER_S, 3) % HEARTBEAT_S == 0
 
 
 def test_a_quiet_hour_costs_one_heartbeat_commit_every_heartbeat(tmp_path):
     times, _ = run_hour(tmp_path, [])
     hour = [t for t in times if T0 + 10 < t < T0 + 3600]  # after the sensor's "started" line
     assert len(hour) == _beats_in(T0, T0 + 3600 - 1) == 20
-    assert all(t % HEARTBEAT_S == 0 for t in hour)  # on the wall clock's multiples
+    assert all(_is_beat(t) for t in hour)  # just after the wall clock's multiples
+    # ... so last_seen passes every 15-minute boundary (uploads wait for it) a second later
+    boundaries = [b for b in range(int(T0) // 900 * 900 + 900, int(T0) + 3600, 900)]
+    assert len(boundaries) == 4
+    assert all(b + BEAT_AFTER_S in hour for b in boundaries)
     # before: the run record and the first flush at T0; after: the last flush and the stop
     assert times.count(T0) == 2 and times.count(T0 + 3600) == 2
     assert len(times) == 2 + 1 + len(hour) + 2
@@ -124,7 +132,7 @@ def test_a_steady_hour_commits_once_per_pulse_window_and_keeps_the_promise(tmp_p
     per pulse, plus the heartbeats; raw events ride on counts commits once a minute."""
     pulses = []
     for k in range(20):
-        base = T0 - T0 % HEARTBEAT_S + HEARTBEAT_S * k  # a heartbeat at base
+        base = T0 - T0 % HEARTBEAT_S + HEARTBEAT_S * k  # a heartbeat at base + 1
         pulses += [Pulse("door", base + 5 + 10 * j, "in") for j in range(18)]
     pulses = [p for p in pulses if T0 + 10 < p.ts < T0 + 3600 - 10]
     db = tmp_path / "counts.db"
@@ -151,7 +159,7 @@ def test_a_steady_hour_commits_once_per_pulse_window_and_keeps_the_promise(tmp_p
     hour = [t for t in times if T0 + 10 < t < T0 + 3600]  # after the sensor's "started" line
     beats = _beats_in(T0, T0 + 3600 - 1)
     assert len(hour) == len(pulses) + beats
-    counts_commits = sorted(set(hour) - {t for t in hour if t % HEARTBEAT_S == 0})
+    counts_commits = sorted(t for t in hour if not _is_beat(t))
     assert counts_commits == [round(p.ts + FLUSH_S, 3) for p in pulses]
     # raw events wait at most a minute and a flush interval while pulses keep coming
     assert seen["events_lag"] <= EVENTS_EVERY_S + 10 + FLUSH_S
@@ -166,7 +174,7 @@ def test_a_steady_hour_commits_once_per_pulse_window_and_keeps_the_promise(tmp_p
 
 def test_a_burst_shares_one_commit(tmp_path):
     """Pulses within one flush interval of the first pending one go out in one commit."""
-    start = T0 + 20  # far from a heartbeat (T0 + 100)
+    start = T0 + 20  # far from a heartbeat (T0 + 101)
     pulses = [Pulse("door", start + 0.1 * i, "in") for i in range(15)]  # 1.4 s of traffic
     times, _ = run_hour(tmp_path, pulses)
     assert [t for t in times if start <= t < start + 50] == [start + FLUSH_S]
