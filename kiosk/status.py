@@ -133,9 +133,9 @@ def render(info: dict[str, Any]) -> str:
     if d["state"] == "running":
         speed = f", clock x{d['speed']:g}" if d["speed"] != 1 else ""
         lines.append(f"daemon:   running (pid {d['pid']}, version {d['version']}, since "
-                     f"{_short(d['started_at'])}, last write {d['last_write_age_s']} s ago{speed})")
+                     f"{_short(d['started_at'])}, last heartbeat {d['last_write_age_s']} s ago{speed})")
     elif d["state"] == "stalled":
-        lines.append(f"daemon:   STALLED: pid {d['pid']} alive but no write for "
+        lines.append(f"daemon:   STALLED: pid {d['pid']} alive but no heartbeat for "
                      f"{d['last_write_age_s']} s; check `journalctl -u kiosk`")
     else:
         lines.append(f"daemon:   {d['state']}" + (f" (last write {_short(d['last_write'])}, "
@@ -147,8 +147,8 @@ def render(info: dict[str, Any]) -> str:
     lines.append(f"today:    {t['in']} in, {t['out']} out ({t['date']}, local time)")
     p = info["pending"]
     if d["state"] == "running":
-        lines.append(f"pending:  at most {p['flush_interval_s']} s of pulses in memory "
-                     f"(queue depth at last write: {p['unflushed_queue_depth']})")
+        lines.append(f"pending:  at most {p['flush_interval_s']} s of counts in memory "
+                     f"(queue depth at last heartbeat: {p['unflushed_queue_depth']})")
     db = info["database"]
     lines.append(f"database: {db['path']} ({_size(db['bytes'])})")
     lines.extend(_render_upload(info.get("upload")))
