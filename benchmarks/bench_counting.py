@@ -25,7 +25,7 @@ noisy).  What is measured:
    gpiozero's MockFactory in an in-process daemon (ManualClock with 50 µs pulses, and
    the real clock).
 3. Bytes written and commits for a simulated 6,000-visit Monday at default settings
-   (Writer + Store driven the way the daemon loop drives them, heartbeat on and off).
+   (the day of ``benchmarks/bench_wear.py``, which also measures the block device).
 4. Resident memory of the daemon after a simulated day (``--speed 14400``), target ≤ 50 MB.
 5. CPU of an idle daemon with one serial sensor on a silent pty, target < 0.5 % of a core.
 
@@ -58,20 +58,15 @@ import time
 import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from kiosk import __version__
 from kiosk.clock import ManualClock, SystemClock
-from kiosk.config import StorageConfig
 from kiosk.config import loads as config_from_text
-from kiosk.daemon import HEARTBEAT_S, PRUNE_EVERY_S, Daemon
+from kiosk.daemon import HEARTBEAT_S, Daemon
 from kiosk.events import Pulse
-from kiosk.sensors.simulated import SimulatedSensor
-from kiosk.store import Store
-from kiosk.writer import Writer
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -733,125 +728,32 @@ def gpio_pulses(daemon: Daemon, clock: Any, factory: Any, half: float, got: dict
 # -- 3. disk writes of a simulated day ----------------------------------------------------------
 
 
-def simulate_day(s: Settings, seed: int, *, heartbeat: bool) -> dict[str, float]:
-    """One 6,000-visit Monday through Writer + Store, flushed the way Daemon._loop flushes.
-
-    A flush when ``flush_interval_s`` has passed since the last one and something is
-    pending (at once when a pulse arrives late, else when the interval ends), a heartbeat
-    flush after HEARTBEAT_S without any flush, a retention sweep every PRUNE_EVERY_S.
-    """
-    tz = ZoneInfo(TZ)
-    start = datetime.combine(MONDAY, datetime.min.time(), tzinfo=tz).timestamp()
-    end = datetime.combine(MONDAY + timedelta(days=1), datetime.min.time(), tzinfo=tz).timestamp()
-    storage = StorageConfig()
-    every = storage.flush_interval_s
-    clock = ManualClock(start)
-    pulses: list[Pulse] = []
-    sim = SimulatedSensor("door", emit=pulses.append, clock=clock, timezone=TZ,
-                          weekday_visits=6000, seed=seed)
-    sim.advance_to(end)  # every pulse of the day, each with its own timestamp, in order
-    with workdir(s, "day") as d:
-        store = Store.open(d / "counts.db")
-        writer = Writer(store, clock=clock, sensor_kinds={"door": "simulated"})
-        writer.run_id = store.start_run(now=start, pid=os.getpid(), version=__version__)
-        writer.flush(meta={"starts": 1})
-
-        def meta() -> dict[str, Any]:  # what Daemon._meta() writes on every heartbeat
-            return {"daemon": {"pid": os.getpid(), "version": __version__, "started_at": start,
-                               "run_id": writer.run_id, "flush_interval_s": every,
-                               "heartbeat_s": HEARTBEAT_S, "queue_depth": 0,
-                               "flushes": writer.stats.flushes, "last_error": None, "speed": 1.0}}
-
-        state = {"last": start, "beat_last": start, "prune": start - PRUNE_EVERY_S + 60,
-                 "commits": 0, "beats": 0}
-
-        def flush_at(t: float, beat: bool) -> None:
-            # as the daemon: a heartbeat every 30 s writes run record, last pulses and meta;
-            # the flushes in between write only counts, events and state changes
-            clock.advance(t - clock.now())
-            if not writer.flush(meta=meta() if beat else None):
-                raise RuntimeError(f"flush failed: {writer.stats.last_error}")
-            state["last"] = t
-            state["commits"] += 1
-            state["beats"] += beat
-            if beat:
-                state["beat_last"] = t
-
-        def timers_until(t: float) -> None:
-            while True:
-                timers = []
-                if writer.pending:
-                    timers.append((state["last"] + every, False))
-                if heartbeat:
-                    timers.append((state["beat_last"] + HEARTBEAT_S, True))
-                due, beat = min(timers) if timers else (float("inf"), False)
-                if state["prune"] + PRUNE_EVERY_S < min(due, t):
-                    state["prune"] += PRUNE_EVERY_S
-                    clock.advance(state["prune"] - clock.now())
-                    store.prune(now=state["prune"], event_retention_days=storage.event_retention_days,
-                                journal_retention_days=storage.journal_retention_days)
-                    continue
-                if due > t:
-                    return
-                flush_at(due, beat)
-
-        io0 = io_counters()
-        for p in pulses:
-            timers_until(p.ts)
-            clock.advance(p.ts - clock.now())
-            writer.handle(p)
-            if p.ts - state["last"] >= every:
-                flush_at(p.ts, False)
-        timers_until(end)
-        io1 = io_counters()
-        size_open = store.size_bytes()
-        store.close()
-        size_closed = (d / "counts.db").stat().st_size
-        stored = stored_in(d / "counts.db")
-    visits = sim.emitted_in
-    if stored != visits:
-        raise RuntimeError(f"simulated day: {visits} visits emitted, {stored} stored")
-    return {"visits": visits, "pulses": len(pulses), "commits": state["commits"],
-            "heartbeats": state["beats"], "wchar": io1["wchar"] - io0["wchar"],
-            "write_bytes": io1["write_bytes"] - io0["write_bytes"],
-            "size_open": size_open, "size_closed": size_closed}
-
-
 def bench_disk_day(s: Settings) -> list[Metric]:
-    say(f"\n3. A simulated 6,000-visit Monday ({MONDAY}) through Writer + Store at default "
-        f"settings (flush_interval_s = {StorageConfig().flush_interval_s:g}, "
-        f"heartbeat {HEARTBEAT_S:g} s); seeds {', '.join(map(str, s.seeds))}")
-    mb = 1e6
+    """The simulated day of ``benchmarks/bench_wear.py`` (the real daemon loop, two
+    entrances, default settings), measured here by ``write_bytes`` only; ``bench_wear.py``
+    run as root measures it at the block device too."""
+    import bench_wear  # beside this file
+
+    say(f"\n3. A simulated {bench_wear.VISITS:,}-visit Monday ({bench_wear.MONDAY}) through the "
+        f"daemon loop at default settings; seeds {', '.join(map(str, s.seeds))} "
+        f"(the block-device figures: benchmarks/bench_wear.py)")
     ms = {
-        "wchar_hb": Metric("bytes_day_heartbeat", "bytes written per day (wchar), heartbeat on",
-                           "MB/day", decimals=1),
-        "wchar_nohb": Metric("bytes_day_no_heartbeat", "bytes written per day (wchar), no heartbeat",
-                             "MB/day", decimals=1),
-        "blk_hb": Metric("block_bytes_day_heartbeat", "block-device writes per day, heartbeat on",
-                         "MB/day", decimals=1),
-        "commits_hb": Metric("commits_day_heartbeat", "commits per day, heartbeat on", "commits"),
-        "commits_nohb": Metric("commits_day_no_heartbeat", "commits per day, no heartbeat", "commits"),
-        "per_visit": Metric("bytes_per_visit", "bytes written per visit, heartbeat on", "kB/visit",
-                            decimals=1),
-        "size": Metric("db_size_day", "database size after the day (db + wal, open)", "kB"),
+        "write_bytes": Metric("bytes_day", "bytes the daemon dirtied per day (write_bytes)",
+                              "MB/day", decimals=1),
+        "commits": Metric("commits_day", "commits per day", "commits"),
+        "commits_without_counts": Metric("commits_day_no_counts",
+                                         "commits per day carrying no counts", "commits"),
+        "db_bytes": Metric("db_size_day", "database size after the day", "kB"),
     }
+    scale = {"write_bytes": 1e6, "commits": 1, "commits_without_counts": 1, "db_bytes": 1e3}
     for seed in s.seeds:
-        hb = simulate_day(s, seed, heartbeat=True)
-        no = simulate_day(s, seed, heartbeat=False)
-        ms["wchar_hb"].values.append(hb["wchar"] / mb)
-        ms["wchar_nohb"].values.append(no["wchar"] / mb)
-        ms["blk_hb"].values.append(hb["write_bytes"] / mb)
-        ms["commits_hb"].values.append(hb["commits"])
-        ms["commits_nohb"].values.append(no["commits"])
-        ms["per_visit"].values.append(hb["wchar"] / hb["visits"] / 1000)
-        ms["size"].values.append(hb["size_open"] / 1000)
-        say(f"  seed {seed}: {hb['visits']:,} visits ({hb['pulses']:,} pulses); heartbeat on: "
-            f"{hb['commits']:,} commits ({hb['heartbeats']:,} heartbeats), "
-            f"{hb['wchar'] / mb:.1f} MB written (wchar; write_bytes {hb['write_bytes'] / mb:.1f} MB), "
-            f"{hb['wchar'] / hb['commits'] / 1000:.1f} kB/commit; heartbeat off: "
-            f"{no['commits']:,} commits, {no['wchar'] / mb:.1f} MB, so a heartbeat costs "
-            f"{(hb['wchar'] - no['wchar']) / max(1, hb['commits'] - no['commits']) / 1000:.1f} kB; database "
-            f"{hb['size_open'] / 1000:,.0f} kB open, {hb['size_closed'] / 1000:,.0f} kB closed")
+        with workdir(s, "day") as d:
+            r = bench_wear.simulate_day(seed, d, None)
+        for key, m in ms.items():
+            m.values.append(r[key] / scale[key])
+        say(f"  seed {seed}: {r['visits']:,} visits ({r['pulses']:,} pulses), {r['commits']:,} "
+            f"commits ({r['commits_without_counts']:,} without counts), write_bytes "
+            f"{r['write_bytes'] / 1e6:.1f} MB")
     for m in ms.values():
         report(m)
     return list(ms.values())

@@ -3,19 +3,34 @@
 Signals only set a flag and wake the loop (nobodd style).  The main thread owns
 the database; sensor callbacks and reader threads only timestamp and enqueue.
 
-Durability: SIGTERM or Ctrl-C drains the queue and flushes, so nothing is lost;
-``kill -9`` or a power cut loses at most the last ``flush_interval_s``.
+Durability: SIGTERM or Ctrl-C drains the queue and flushes everything, so nothing is
+lost; ``kill -9`` or a power cut loses at most the counts of the last ``flush_interval_s``.
+
+What is written when (the SD card's sake; the README's durability promise):
+
+* counts, journal lines and sensor state changes: one commit ``flush_interval_s`` after
+  the first of them arrived (so a pulse waits at most that long, and the pulses of a
+  busy stretch share a commit);
+* raw events: with the first of those commits once :data:`EVENTS_EVERY_S` have passed
+  since they were last written (or :data:`EVENTS_MAX_PENDING` wait), else with the
+  heartbeat;
+* the heartbeat (raw events, last-pulse times, the running record's ``last_seen`` and
+  the ``meta`` row ``daemon``, with everything else pending): :data:`BEAT_AFTER_S` after
+  each multiple of :data:`HEARTBEAT_S` of the wall clock, which includes every 15-minute
+  bucket boundary (uploads wait for ``last_seen`` to pass a period's end).
 
 Timers read the injected clock (``clock.monotonic()``), so a :class:`~kiosk.clock.ManualClock`
-drives the loop in tests.  ``flush_interval_s``, :data:`TICK_S` and :data:`PRUNE_EVERY_S`
-are *real* seconds (the SD card's sake): the loop waits ``interval * clock.speed`` clock
-seconds, so an accelerated demo does not commit ``speed`` times as often.  The systemd
+drives the loop in tests.  ``flush_interval_s``, :data:`TICK_S`, :data:`EVENTS_EVERY_S` and
+:data:`PRUNE_EVERY_S` are *real* seconds: the loop waits ``interval * clock.speed`` clock
+seconds, so an accelerated demo does not commit ``speed`` times as often.  Heartbeats
+follow the clock's wall time, at most one per :data:`TICK_S` real seconds.  The systemd
 watchdog ping is a real-time deadline and stays on :func:`time.monotonic`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import signal
@@ -41,7 +56,15 @@ log = logging.getLogger("kiosk.daemon")
 ServiceFactory = Callable[["Daemon"], Any]
 
 TICK_S = 0.5  #: Real seconds between sensor ticks and housekeeping checks.
-HEARTBEAT_S = 30.0  #: Real seconds between writes that prove the daemon is running.
+#: Clock seconds between writes that prove the daemon is running (``runs.last_seen``) and
+#: carry the last-pulse times; they fall just after multiples of this of the wall clock,
+#: and 900 (a bucket) is a multiple of it.
+HEARTBEAT_S = 180.0
+#: Clock seconds past the multiple that the heartbeat comes, so that ``last_seen`` is past a
+#: period's end when the uploader (``grace_s`` later) looks, even on a slewed clock.
+BEAT_AFTER_S = 1.0
+EVENTS_EVERY_S = 60.0  #: Real seconds raw events may wait in memory for a counts commit.
+EVENTS_MAX_PENDING = 10_000  #: Raw events in memory that go out with the next commit anyway.
 JUMP_TOLERANCE_S = 5.0  #: A wall-clock step larger than this (clock seconds) is a jump.
 PRUNE_EVERY_S = 3600.0  #: Real seconds between retention sweeps.
 DRAIN_MAX = 200_000  #: Messages taken from the queue before housekeeping gets a turn.
@@ -112,6 +135,10 @@ class Daemon:
     def request_stop(self) -> None:
         """Ask the loop to stop (from another thread or a test)."""
         self._stop_signal = signal.SIGTERM
+        self.queue.put(_WAKE)
+
+    def wake(self) -> None:
+        """Make the loop go round at once (e.g. a test's clock moved while it waits)."""
         self.queue.put(_WAKE)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -401,21 +428,23 @@ class Daemon:
         # Intervals in clock seconds; the configured ones are real seconds (see module doc).
         flush_every = self.config.storage.flush_interval_s * speed
         tick_every = TICK_S * speed
-        beat_every = HEARTBEAT_S / min(speed, 60) * speed  # an accelerated demo beats more often
+        events_every = EVENTS_EVERY_S * speed
         prune_every = PRUNE_EVERY_S * speed
         watchdog = systemd.watchdog_period()  # real seconds
         now = clock.monotonic()
-        last_flush = last_tick = last_prune = last_beat = now
+        last_tick = last_prune = last_events = now
+        next_beat = now + _until_beat(clock.now(), tick_every)
+        pending_since: float | None = None  # when urgent data began to wait
         last_prune -= prune_every - 60 * speed  # first sweep a (real) minute after start
         last_ping = last_clock_check = time.monotonic()
         last_wall, last_mono = clock.now(), now
         q = self.queue
         while self._stop_signal is None:
-            if writer.pending:  # wake when the next flush is due
-                wait = min(tick_every - (now - last_tick), last_flush + flush_every - now)
-            else:  # nothing to write: sleep until a message or the next tick
-                wait = tick_every - (now - last_tick)
-            timeout = clock.real_timeout(wait)
+            # wake for the next tick, heartbeat or flush, or a message
+            due = min(last_tick + tick_every, next_beat)
+            if pending_since is not None:
+                due = min(due, pending_since + flush_every)
+            timeout = clock.real_timeout(due - now)
             if watchdog:
                 timeout = min(timeout, watchdog / 2 - (time.monotonic() - last_ping))
             try:
@@ -433,6 +462,8 @@ class Daemon:
                 self._reload = False
                 self._do_reload()
             now = clock.monotonic()
+            if pending_since is None and writer.pending:
+                pending_since = now
             if now - last_tick >= tick_every:
                 last_tick = now
                 wall, mono = clock.now(), now
@@ -451,12 +482,17 @@ class Daemon:
                     self._retry_sensors()
                 self._check_wal()
                 self._update_status()
-            if now - last_beat >= beat_every:  # proves we run; records last pulses
+            if now >= next_beat:  # proves we run; writes everything held in memory
                 writer.flush(meta=self._meta())
-                last_flush = last_beat = now
-            elif writer.pending and now - last_flush >= flush_every:
-                writer.flush()
-                last_flush = now
+                next_beat = now + _until_beat(clock.now(), tick_every)
+                last_events = now
+                pending_since = now if writer.pending else None  # a failed write retries
+            elif pending_since is not None and now - pending_since >= flush_every:
+                events = (now - last_events >= events_every
+                          or writer.events_pending >= EVENTS_MAX_PENDING)
+                if writer.flush(events=events) and events:
+                    last_events = now
+                pending_since = now if writer.pending else None  # a failed write retries
             if now - last_prune >= prune_every:
                 last_prune = now
                 self._prune()
@@ -663,6 +699,13 @@ def _short(text: str, limit: int = 90) -> str:
     """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _until_beat(wall: float, at_least: float) -> float:
+    """Clock seconds from ``wall`` to the next heartbeat at least ``at_least`` away: at
+    :data:`BEAT_AFTER_S` past a multiple of :data:`HEARTBEAT_S` of the wall clock."""
+    k = math.ceil((wall + at_least - BEAT_AFTER_S) / HEARTBEAT_S)
+    return k * HEARTBEAT_S + BEAT_AFTER_S - wall
 
 
 def setup_logging(level: int = logging.INFO) -> None:

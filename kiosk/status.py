@@ -11,6 +11,8 @@ from kiosk.periods import iso_local, local_midnight
 from kiosk.store import Store, pid_alive
 from kiosk.store.health import read_health
 
+STALL_HEARTBEATS = 3  #: Heartbeats missed (plus 10 s) before a live daemon counts as stalled.
+
 
 def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) -> dict[str, Any]:
     """Everything ``kiosk status`` shows, as a JSON-able dict (times as local ISO strings)."""
@@ -18,10 +20,11 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
     runs = store.last_run()
     last_seen = runs[1] if runs else None
     stopped = runs[2] is not None if runs else True
-    heartbeat = float(daemon.get("heartbeat_s", 30)) / min(float(daemon.get("speed", 1)), 60)
     running = (not stopped) and pid_alive(daemon.get("pid"))
-    if running and daemon.get("speed", 1) == 1 and last_seen is not None \
-            and now - last_seen > 3 * heartbeat + 10:
+    # the daemon records its heartbeat period (s); three missed heartbeats is a stall
+    heartbeat = daemon.get("heartbeat_s")
+    if running and daemon.get("speed", 1) == 1 and last_seen is not None and heartbeat \
+            and now - last_seen > STALL_HEARTBEATS * float(heartbeat) + 10:
         state = "stalled"
     elif running:
         state = "running"
@@ -166,7 +169,7 @@ def render(info: dict[str, Any]) -> str:
     if d["state"] == "running":
         speed = f", clock x{d['speed']:g}" if d["speed"] != 1 else ""
         lines.append(f"daemon:   running (pid {d['pid']}, version {d['version']}, since "
-                     f"{_short(d['started_at'])}, last write {d['last_write_age_s']} s ago{speed})")
+                     f"{_short(d['started_at'])}, last heartbeat {d['last_write_age_s']} s ago{speed})")
     elif d["state"] == "writes failing":
         f = d["writes_failing"]
         lines.append(f"daemon:   running (pid {d['pid']}), but WRITES FAIL since {_short(f['since'])} "
@@ -175,7 +178,7 @@ def render(info: dict[str, Any]) -> str:
                      f"{_short(f['updated'])}); they are written when there is room, lost if the "
                      f"daemon stops first")
     elif d["state"] == "stalled":
-        lines.append(f"daemon:   STALLED: pid {d['pid']} alive but no write for "
+        lines.append(f"daemon:   STALLED: pid {d['pid']} alive but no heartbeat for "
                      f"{d['last_write_age_s']} s; check `journalctl -u kiosk`")
     else:
         lines.append(f"daemon:   {d['state']}" + (f" (last write {_short(d['last_write'])}, "
@@ -187,8 +190,8 @@ def render(info: dict[str, Any]) -> str:
     lines.append(f"today:    {t['in']} in, {t['out']} out ({t['date']}, local time)")
     p = info["pending"]
     if d["state"] in ("running", "writes failing"):
-        lines.append(f"pending:  at most {p['flush_interval_s']} s of pulses in memory "
-                     f"(queue depth at last write: {p['unflushed_queue_depth']})")
+        lines.append(f"pending:  at most {p['flush_interval_s']} s of counts in memory "
+                     f"(queue depth at last heartbeat: {p['unflushed_queue_depth']})")
     db = info["database"]
     lines.append(f"database: {db['path']} ({_size(db['bytes'])})")
     c = info["clock"]

@@ -3,6 +3,14 @@
 It takes the messages sensors enqueued, adds them up in memory, and flushes them
 in one transaction.  If a flush fails (disk full, database locked) nothing is
 dropped: the pending counts stay in memory and the next flush tries again.
+
+Two kinds of data wait in memory (SD-card wear, see the README's durability promise):
+
+* *urgent*: counts, journal lines and sensor state changes.  :attr:`Writer.pending`
+  says some wait; the daemon writes them within ``flush_interval_s``.
+* *lazy*: raw events (the ``events`` table) and the sensors' last-pulse times.  A plain
+  :meth:`Writer.flush` leaves them in memory; ``flush(events=True)`` adds the raw
+  events and a heartbeat (``flush(meta=...)``) writes everything.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ class FlushStats:
 
     flushes: int = 0
     failures: int = 0
-    pulses: int = 0
+    pulses: int = 0  #: Raw events written.
     visitors: int = 0
     last_flush: float | None = None  #: Clock wall time of the last successful flush.
     last_error: str | None = None
@@ -211,9 +219,15 @@ class Writer:
 
     @property
     def pending(self) -> bool:
-        """True if something waits to be written."""
-        return bool(self._counts or self._events or self._journal or self._dirty_sensors
-                    or self._unplaced or self._totals_dirty or self._totals_forget)
+        """True if urgent data (counts, journal lines, state changes, pulses waiting for the
+        clock, serial running totals) waits to be written."""
+        return bool(self._counts or self._journal or self._dirty_sensors or self._unplaced
+                    or self._totals_dirty or self._totals_forget)
+
+    @property
+    def events_pending(self) -> int:
+        """Raw events held in memory, not yet written."""
+        return len(self._events)
 
     @property
     def sensor_rows(self) -> list[SensorRow]:
@@ -237,13 +251,14 @@ class Writer:
             acc[1] += o
         return out
 
-    def flush(self, *, meta: dict | None = None) -> bool:
-        """Write everything pending in one transaction.  Returns True on success.
+    def flush(self, *, meta: dict | None = None, events: bool = False) -> bool:
+        """Write what is pending in one transaction.  Returns True on success.
 
-        A flush with ``meta`` is a heartbeat: it also moves the running record's
-        ``last_seen``, stores ``meta`` and the sensors' last-pulse times.  A flush
-        without it writes only counts, events, journal lines and state changes, which
-        keeps the pages rewritten per commit (SD-card wear) to a minimum.
+        A plain flush writes the urgent data only: counts, journal lines and state
+        changes, which keeps the pages rewritten per commit (SD-card wear) to a minimum.
+        ``events=True`` also writes the raw events held in memory.  A flush with ``meta``
+        is a heartbeat and writes everything: the raw events, the sensors' last-pulse
+        times, the running record's ``last_seen`` (moved to now) and ``meta``.
 
         On failure the pending data stays in memory for the next try, the error is
         logged (once per distinct message) and kept in :attr:`stats`.
@@ -251,13 +266,14 @@ class Writer:
         now = self.clock.now()
         counts = dict(self._counts)
         heartbeat = meta is not None
+        events = events or heartbeat
         dirty = self._dirty_sensors | self._pulse_seen if heartbeat else self._dirty_sensors
         changed_at = self.change_time(now)
         try:
             self.store.write_batch(
                 now=now,
                 counts=counts,
-                events=self._events,
+                events=self._events if events else (),
                 sensors=[self._sensors[s] for s in sorted(dirty) if s in self._sensors],
                 journal=self._journal,
                 run_id=self.run_id if heartbeat else None,
@@ -273,13 +289,14 @@ class Writer:
         if self.stats.failing_since is not None:
             self._recovered(now)
         self.stats.flushes += 1
-        self.stats.pulses += len(self._events)
         self.stats.visitors += sum(i + o for i, o in counts.values())
         self.stats.last_flush = now
         self._floor = (changed_at, self.clock.monotonic())
         self._counts.clear()
         self._unplaced.clear()
-        self._events.clear()
+        if events:
+            self.stats.pulses += len(self._events)
+            self._events.clear()
         self._journal.clear()
         self._dirty_sensors.clear()
         self._held_pulses = 0

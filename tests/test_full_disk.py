@@ -130,6 +130,10 @@ def test_no_room_at_all_is_said_while_it_lasts_and_the_loss_is_journalled(
     d.wait_ready()
     pty_feeder.write(b"IN\n" * 100)
     wait_for(lambda: db_totals(db)[0] == 100, timeout=20, what="first 100 stored")
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # the WAL has no room to spare
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     filler = fill(small_disk)
     os.unlink(reserve_path(str(db)))  # the reserve was spent long ago
     fill(small_disk)  # and take the reserve's room too
@@ -139,7 +143,12 @@ def test_no_room_at_all_is_said_while_it_lasts_and_the_loss_is_journalled(
         out = kiosk("status", "--db", str(db)).stdout
         return out if "WRITES FAIL" in out else None
 
-    status = wait_for(failing_shown, timeout=20, what="status saying writes fail")
+    try:
+        status = wait_for(failing_shown, timeout=20, what="status saying writes fail")
+    except AssertionError:
+        r = kiosk("status", "--db", str(db))
+        raise AssertionError(r.stdout + r.stderr + Path(health_path(str(db))).read_text()
+                             + d.output()) from None
     assert "disk is full" in status and "held in memory" in status, status
     log = kiosk("log", "--db", str(db)).stdout
     assert "NOW: the daemon cannot write the database" in log, log

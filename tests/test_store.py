@@ -83,7 +83,7 @@ def test_upsert_adds_not_overwrites(writer, store, clock):
     writer.handle(Pulse("a", T0 + 20, "out", 4))
     assert writer.flush()
     writer.handle(Pulse("a", T0 + 30, "in", 2))
-    assert writer.flush()
+    assert writer.flush(events=True)
     assert store.buckets(T0, T0 + 900) == [("a", int(T0), 5, 4)]
     assert store.conn.execute("SELECT count(*), sum(count) FROM events").fetchone() == (3 + 1 + 1, 9)
 
@@ -138,12 +138,14 @@ def test_disk_full_keeps_counts(tmp_path, clock):
     s.conn.execute(f"PRAGMA max_page_count = {pages + 1}")
     for i in range(5000):
         w.handle(Pulse("a", T0 + i * 60, "in"))
-    assert w.flush() is False
+    assert w.flush(events=True) is False
     assert "disk is full" in w.stats.last_error
     assert sum(v[0] for v in w.pending_visitors().values()) == 5000
+    assert w.events_pending == 5000
     s.conn.execute("PRAGMA max_page_count = 1000000")
-    assert w.flush() is True
+    assert w.flush(events=True) is True
     assert sum(v[0] for v in s.totals_between(0, 2e10).values()) == 5000
+    assert s.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 5000
     s.close()
 
 
@@ -184,7 +186,7 @@ def test_history_survives_restart(writer, store, clock):
 
 def test_prune_keeps_counts(writer, store, clock):
     writer.handle(Pulse("a", T0, "in"))
-    writer.flush()
+    writer.flush(events=True)
     n = store.prune(now=T0 + 31 * 86400, event_retention_days=30, journal_retention_days=365)
     assert n == 1
     assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
@@ -259,18 +261,41 @@ def test_database_file_permissions_error(tmp_path):
         os.chmod(d, 0o700)
 
 
+def _events(store):
+    return store.conn.execute("SELECT count(*) FROM events").fetchone()[0]
+
+
 def test_light_flush_leaves_heartbeat_fields_for_the_heartbeat(writer, store, clock):
-    """Between heartbeats a flush rewrites only counts and events (SD-card wear)."""
+    """Between heartbeats a flush rewrites only the counts (SD-card wear); raw events go
+    with ``events=True``, last pulse, last_seen and meta with the heartbeat."""
     writer.flush(meta={"x": 1})
     clock.advance(10)
     writer.handle(Pulse("a", clock.now(), "in"))
+    assert writer.pending and writer.events_pending == 1
     writer.flush()
+    assert store.totals_between(0, 2e10) == {"a": (1, 0)}
+    assert not writer.pending and writer.events_pending == 1  # counts out, event held
+    assert _events(store) == 0
     assert store.runs(0, 2e10)[0][1] == T0  # last_seen not moved by a light flush
+    assert store.sensor_rows()[0]["last_pulse"] is None
+    writer.handle(Pulse("a", clock.now(), "out"))
+    writer.flush(events=True)
+    assert _events(store) == 2 and writer.events_pending == 0
+    assert store.runs(0, 2e10)[0][1] == T0
     assert store.sensor_rows()[0]["last_pulse"] is None
     writer.flush(meta={"x": 2})
     assert store.runs(0, 2e10)[0][1] == T0 + 10
     assert store.sensor_rows()[0]["last_pulse"] == T0 + 10
     assert store.meta("x") == 2
+
+
+def test_a_heartbeat_writes_the_raw_events_held(writer, store, clock):
+    writer.handle(Pulse("a", T0 + 1, "in"))
+    writer.flush()
+    assert _events(store) == 0
+    writer.flush(meta={})
+    assert _events(store) == 1 and writer.events_pending == 0
+    assert writer.stats.pulses == 1
 
 
 def test_a_database_from_a_newer_kiosk_is_refused_by_name(tmp_path):

@@ -70,6 +70,11 @@ BUSY_TIMEOUT_MS = 10_000
 
 DB_FILE_MODE = 0o660  #: The database file, before the umask: the service user and its group.
 
+#: Page size (bytes) of a new database.  A commit of a few counts rewrites one page: as a
+#: WAL frame (page + 24 bytes) 4,096-byte pages touch two file-system blocks every commit,
+#: 1,024-byte ones mostly one (SD-card wear).  An existing database keeps its page size.
+NEW_DB_PAGE_SIZE = 1024
+
 
 def _create_group_writable(path: str) -> None:
     """Create ``path`` (if missing) with :data:`DB_FILE_MODE` less the umask.
@@ -138,6 +143,8 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin, TotalsMixin, Pla
                 _create_group_writable(path)
             conn = _connect(path)
             db = sqlite_utils.Database(conn, execute_plugins=False)
+            if path == ":memory:" or os.path.getsize(path) == 0:  # new: before the first write
+                db.execute(f"PRAGMA page_size = {NEW_DB_PAGE_SIZE}")
             db.execute("PRAGMA journal_mode = WAL")
             # FULL: a committed flush survives a power cut, not only a crash.
             db.execute("PRAGMA synchronous = FULL")
