@@ -9,25 +9,54 @@ import time
 
 import click
 
-from kiosk.cli.options import config_option, db_option, open_store
+from kiosk.cli.options import CONTEXT, config_option, db_option, open_store
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @config_option
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output; long messages are kept whole.")
 def status(config_path: str | None, db_path: str | None, as_json: bool) -> None:
-    """What the counter is doing: daemon, sensors, today's counts, database.
+    """What the counter is doing: daemon, sensors, today's counts, database, uploads.
 
-    Reads the database only; safe while the daemon runs.
+    Reads the database only; safe while the daemon runs.  On a terminal the lines fit
+    its width (long messages wrap or end in …; --json keeps them whole).
+
+    \b
+    Exit status, for monitoring (like systemctl is-active):
+      0  all well: the daemon runs and writes, sensors work, uploads flow
+      3  the daemon is stopped (or never started)
+      4  the daemon is stalled: alive, but no write for a while
+      5  the daemon runs but its writes fail (e.g. the disk is full)
+      6  a sensor is down or stuck
+      7  uploads are paused (e.g. the server refused the token)
+    When several apply, the first in this list is given; 1 and 2 mean errors.
     """
-    from kiosk.status import collect, render
+    from kiosk.status import collect, render, store_now
 
     store, tz, cfg = open_store(config_path, db_path)
     with store:
-        info = collect(store, tz=tz, config=cfg, now=time.time())
-    click.echo(json.dumps(info, indent=2) if as_json else render(info))
+        info = collect(store, tz=tz, config=cfg, now=store_now(store, real_now=time.time()))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render(info, width=output_width()))
+    click.get_current_context().exit(info["health"]["exit_code"])
 
+
+def output_width() -> int:
+    """The terminal's width when standard output is one (or $COLUMNS when set), else no
+    limit: a pipe gets whole lines."""
+    import os
+    import shutil
+    import sys
+
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    return 10_000
 
 
 @click.command()
