@@ -394,24 +394,24 @@ def _pairs(cur: Side, prev: Side, shift: dict[str, int]) -> dict[int, int]:
     """Buckets counted in both spans: current start -> earlier start, the same local time of
     the matching day; an imported row longer than a bucket is kept whole or left out."""
     index = {k: t for t, k in prev.keys.items()}
-    pairs: dict[int, int] = {}
-    for t in cur.counted:
-        k = cur.keys.get(t)
-        d = _counterpart(k.day, shift) if k else None
-        if k is None or d is None:
-            continue
-        pt = index.get(SlotKey(d, k.hour, k.minute, k.fold))
-        if pt is not None and pt in prev.counted:
-            pairs[t] = pt
+    mapped: dict[int, int] = {}  # every current bucket that has a counterpart
+    for t, k in cur.keys.items():
+        d = _counterpart(k.day, shift)
+        pt = index.get(SlotKey(d, k.hour, k.minute, k.fold)) if d else None
+        if pt is not None:
+            mapped[t] = pt
+    pairs = {t: pt for t, pt in mapped.items() if t in cur.counted and pt in prev.counted}
+    domains = (set(mapped), set(mapped.values()))
     changed = True
     while changed:
         changed = False
         inverse = {pt: t for t, pt in pairs.items()}
-        for side, member_of in ((cur, pairs), (prev, inverse)):
+        for side, member_of, domain in ((cur, pairs, domains[0]), (prev, inverse, domains[1])):
             for a, b in side.blocks:
-                members = range(a, b, BUCKET_S)
+                members = [m for m in range(a, b, BUCKET_S) if m in domain]
                 inside = [m for m in members if m in member_of]
-                if inside and len(inside) < len(members):
+                cut_off = a < side.lo or b > side.hi  # the part has only a piece of its total
+                if inside and (len(inside) < len(members) or cut_off):
                     for m in inside:
                         pairs.pop(m if side is cur else inverse[m], None)
                     changed = True
@@ -688,8 +688,11 @@ def _row(q: _Reader, label: str, start: int, end: int, tz: ZoneInfo, units: dict
     blocks = [(a, b) for a, b in cur.blocks if a < end and b > start and (a < start or b > end)]
     if has_data and blocks:
         a, b = blocks[0]
+        first_day = datetime.fromtimestamp(a, tz).date()
         notes.insert(0, f"imported as one total for {short_when(iso_local(a, tz))}–"
-                        f"{short_when(iso_local(b, tz))[-5:]}")
+                        f"{_clock(b, tz, first_day)}" if b - a <= 86400 else
+                        f"imported as one total for {short_when(iso_local(a, tz))} – "
+                        f"{short_when(iso_local(b, tz))}")
     return {"label": label, "start": iso_local(start, tz), "end": iso_local(end, tz), **more,
             "visits": q.visits(site_units) if known else None,
             "by_sensor": {s: (q.visits(u) if known else None) for s, u in units.items()},
@@ -780,7 +783,7 @@ def _notes(r: dict[str, Any], rows: list[dict[str, Any]], now: float, tz: ZoneIn
     if r["span"] == "day" and len(rows) != 24:
         notes.append(f"Clocks changed this day (UTC{rows[0]['utc_offset']} → "
                      f"UTC{rows[-1]['utc_offset']}): {len(rows)} hours.")
-    uncounted = [x for x in rows if not x["has_data"] and not x["future"]]
+    uncounted = [x for x in rows if not x["has_data"] and not x["coverage"] and not x["future"]]
     partly = [x for x in rows if x["has_data"] and x["coverage"] < FULL and not x["future"]
               and datetime.fromisoformat(x["end"]).timestamp() <= now]
     if r["has_data"] and (uncounted or partly):

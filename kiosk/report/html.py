@@ -13,6 +13,7 @@ from typing import Any
 from kiosk.report.compute import WEEKDAYS
 from kiosk.report.text import (
     change_text,
+    coverage_text,
     headline_change,
     note_lines,
     num,
@@ -48,7 +49,7 @@ h2 { font-size: 1.1rem; margin-top: 1.6rem; border-bottom: 1px solid #d5dbe3; }
 p.meta { color: #4a5563; margin-top: 0; }
 p.definition { background: #eef3fa; border-left: 4px solid #2f6db5; padding: .5rem .8rem; }
 .big { font-size: 2.2rem; font-weight: 600; }
-.up { color: #1b7a36; } .down { color: #b3261e; }
+.up { color: #1b7a36; } .down { color: #b3261e; } .cov { color: #6b5300; }
 table { border-collapse: collapse; margin: .4rem 0; }
 th, td { padding: .2rem .7rem; border-bottom: 1px solid #e3e7ec; text-align: left; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
@@ -130,9 +131,14 @@ def chart(r: dict[str, Any]) -> str:
             used.add("imported")
         else:
             fill = BAR_WEEKEND if weekend else BAR
+        if x["has_data"] and h < 2:
+            h = 2.0  # a counted zero: a line on the axis, told apart from "no figure"
         out.append(f'<rect x="{bx:.1f}" y="{TOP + ph - h:.1f}" width="{bw:.1f}" '
                    f'height="{h:.1f}" fill="{fill}">'
                    f"<title>{escape(tip)}</title></rect>")
+        if fill == "url(#pc)":
+            out.append(f'<text x="{bx + bw / 2:.1f}" y="{TOP + ph - h - 4:.1f}" text-anchor="middle" '
+                       f'font-size="10">{x["coverage"] * 100:.0f} %{" counted" if slot > 70 else ""}</text>')
         if x["notes"]:
             used.add("note")
             cx, cy = bx + bw / 2, TOP + ph - max(h, 0) - 9
@@ -226,7 +232,9 @@ def render_html(r: dict[str, Any]) -> str:
         f'{escape(", ".join(r["sensors"]) or "none")}; '
         f'generated {escape(r["generated_at"][:16].replace("T", " "))}</p>',
         f'<p class="definition">{escape(r["definition"])}</p>',
-        f'<p><span class="big">{num(t["visits"])}</span> visits{trend}</p>',
+        f'<p><span class="big">{num(t["visits"])}</span> visits{trend}'
+        + (f' <span class="cov">({escape(coverage_text(r))})</span>'
+           if r["has_data"] and coverage_text(r) else "") + "</p>",
     ]
     if r["has_data"]:
         parts.append(chart(r))

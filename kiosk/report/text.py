@@ -51,14 +51,14 @@ def change_text(c: dict[str, Any]) -> str:
 
 
 def comparison_line(c: dict[str, Any]) -> str:
-    """``Against the previous day (Monday 30.11.2026), over Tue 1.12. 16:00–20:00 against the
-    same hours of Mon 30.11.: 1,200 → 1,200 (±0 %)``."""
-    head = f"Against the {c['description']} ({c['label']})"
+    """``Previous day (Monday 30.11.2026): Tue 1.12. 16:30–24:00 against the same hours of
+    Mon 30.11.: 350 → 350 (±0 %)``: what was compared, then the figures."""
+    head = f"{c['description'][0].upper()}{c['description'][1:]} ({c['label']})"
     if c["visits"] is not None and not c["like_for_like"] and c["compared"]:
-        head += f", over {c['compared']}"
+        head += f": {c['compared']}"
     elif c["visits"] is not None and c["partial"]:
-        head += f", the same part (until {short_when(c['until'])[-5:]} of "\
-                f"{date.fromisoformat(c['until'][:10]).strftime('%-d.%-m.')})"
+        until = datetime.fromisoformat(c["until"])
+        head += f", the same part (until {until.day}.{until.month}. {until:%H:%M})"
     return f"{head}: {change_text(c)}"
 
 
@@ -142,8 +142,10 @@ def row_note(x: dict[str, Any]) -> str:
     if x["future"]:
         return ""
     parts = []
-    if not x["has_data"]:
+    if not x["has_data"] and not x["coverage"]:
         parts.append("not counted")
+    elif not x["has_data"]:
+        pass  # counted, but inside a longer imported total (its note says so)
     elif x["coverage"] < 0.995:
         parts.append(f"counted {x['coverage'] * 100:.0f} %")
     if x["imported"]:
