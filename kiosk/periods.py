@@ -142,27 +142,35 @@ def totals(
     period: str,
     tz: ZoneInfo,
     sensor_ids: Iterable[str] | None = None,
+    *,
+    with_imports: bool = False,
 ) -> list[Total]:
     """Per sensor and period: visitors and coverage, sorted by sensor then start.
 
-    A period appears when it was counted (the daemon ran, or imported rows cover it;
-    zero visits included) or when it has counts.  Periods that were not counted at all
-    are left out.  ``coverage`` is the counted fraction; ``imported`` whether imported
-    rows of the sensor overlap the period.
+    ``coverage`` is the fraction of the period the daemon was running (what the uploader
+    sends).  ``with_imports`` (``kiosk export``): imported rows of the sensor that lie
+    inside the period count as counted time too, so an imported period is not "0 %
+    counted"; ``imported`` is set either way.
+
+    A period appears when it was counted (zero visits included) or when it has counts.
+    Periods that were not counted at all are left out, never given as 0.
     """
     bounds = period_bounds(since, until, period, tz)
     if not bounds:
         return []
     lo, hi = bounds[0][0], bounds[-1][1]
     sensors = sorted(sensor_ids) if sensor_ids is not None else store.sensor_ids()
-    counted = Counted.load(store, lo, hi, sensors)
-    covs = [counted.fraction(s, e) for s, e in bounds]
-    imported: dict[str, Counted] = {}
-    for sid, a, b in store.import_extents(lo, hi, sensors):
-        imported.setdefault(sid, Counted([])).starts.append(a)
-        imported[sid].ends.append(b)
-    sums: dict[tuple[str, int], list[int]] = {}
+    runs = store.runs(lo, hi)
+    covs = [coverage(runs, s, e) for s, e in bounds]
     starts = [s for s, _e in bounds]
+    imported: dict[tuple[str, int], float] = {}  # (sensor, period index) -> imported seconds
+    for sid, a, b in store.import_extents(lo, hi, sensors):
+        k = bisect.bisect_right(starts, a) - 1
+        if k < 0:
+            continue
+        inside = b <= bounds[k][1]  # the row lies within the period: its time was counted
+        imported[sid, k] = imported.get((sid, k), 0.0) + (b - a if inside else 0.0)
+    sums: dict[tuple[str, int], list[int]] = {}
     for sid, bstart, i, o in store.buckets(lo, hi, sensors):
         k = bisect.bisect_right(starts, bstart) - 1
         if k < 0 or bstart >= bounds[k][1]:
@@ -174,11 +182,13 @@ def totals(
     for sid in sensors:
         for k, (s, e) in enumerate(bounds):
             got = sums.get((sid, k))
-            if got is None and covs[k] <= 0:
+            cov = covs[k]
+            if with_imports and (sid, k) in imported:
+                cov = min(1.0, cov + imported[sid, k] / (e - s))
+            if got is None and cov <= 0:
                 continue
             i, o = got or (0, 0)
-            imp = sid in imported and imported[sid].fraction(s, e) > 0
-            out.append(Total(sid, s, e, i, o, covs[k], imp))
+            out.append(Total(sid, s, e, i, o, cov, (sid, k) in imported))
     return out
 
 

@@ -254,19 +254,20 @@ def render(info: dict[str, Any], *, width: int = 100) -> str:
                      f"(exit status {h['exit_code']})")
     out = [w for line in lines for w in _wrap(line, width)]
     out.append("")
-    out.append(_sensor_table(info["sensors"], width, tabulate))
+    out.append(_sensor_table(info["sensors"], width, tabulate, info["today"]["date"]))
     return "\n".join(out)
 
 
 def _age(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.0f} s ago"
+    return "-" if seconds is None else f"{seconds:.0f}\u00a0s\u00a0ago"  # kept on one line
 
 
 def _wrap(line: str, width: int) -> list[str]:
     """``line`` wrapped at ``width``, continuation lines indented under the value column."""
     if len(line) <= width:
         return [line]
-    return textwrap.wrap(line, width, subsequent_indent=INDENT, break_on_hyphens=False) or [line]
+    return textwrap.wrap(line, width, subsequent_indent=INDENT, break_on_hyphens=False,
+                         break_long_words=False) or [line]  # a path stays whole, to copy
 
 
 def cut(text: str, room: int) -> str:
@@ -274,9 +275,12 @@ def cut(text: str, room: int) -> str:
     return text if len(text) <= room else text[:max(room - 1, 0)].rstrip() + ELLIPSIS
 
 
-def _sensor_table(sensors: list[dict[str, Any]], width: int, tabulate: Any) -> str:
+MESSAGE_LINES = 2  #: lines a sensor message below a narrow table may take before "…"
+
+
+def _sensor_table(sensors: list[dict[str, Any]], width: int, tabulate: Any, today: str) -> str:
     head = ["sensor", "kind", "state", "last pulse", "in today", "out today", "rejected"]
-    rows = [[s["sensor_id"], s["kind"] or "-", s["state"], _short(s["last_pulse"]),
+    rows = [[s["sensor_id"], s["kind"] or "-", s["state"], _pulse(s["last_pulse"], today),
              s["today_in"], s["today_out"], s["rejected_lines"]] for s in sensors]
     messages = [s["message"] or "" for s in sensors]
     base = tabulate(rows, headers=head)
@@ -286,9 +290,22 @@ def _sensor_table(sensors: list[dict[str, Any]], width: int, tabulate: Any) -> s
     if room >= 16:
         return tabulate([[*r, cut(m, room)] for r, m in zip(rows, messages, strict=True)],
                         headers=[*head, "last message"])
-    notes = [w for s, m in zip(sensors, messages, strict=True) if m
-             for w in _wrap(f"{s['sensor_id']}: {m}", width)]
+    notes = []
+    for s, m in zip(sensors, messages, strict=True):
+        if m:
+            lines = _wrap(f"{s['sensor_id']}: {m}", width)
+            if len(lines) > MESSAGE_LINES:  # --json has the whole message
+                lines = lines[:MESSAGE_LINES]
+                lines[-1] = lines[-1][:width - 1].rstrip() + ELLIPSIS
+            notes += lines
     return base + "\n" + "\n".join(notes)
+
+
+def _pulse(iso: str | None, today: str) -> str:
+    """``09:59:32`` for a time today, else ``2026-11-23 09:09``."""
+    if not iso:
+        return "-"
+    return iso[11:19] if iso[:10] == today else iso[:16].replace("T", " ")
 
 
 def _render_upload(u: dict[str, Any] | None) -> list[str]:

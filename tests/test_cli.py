@@ -109,8 +109,8 @@ def test_export_bad_times(filled_db):
 
 def test_status_of_stopped_daemon(filled_db):
     r = CliRunner().invoke(cli, ["status", "--db", str(filled_db)])
-    assert r.exit_code == 0, r.output
-    assert "daemon:   stopped" in r.output and "stopped by SIGTERM" in r.output
+    assert r.exit_code == 3, r.output  # StatusCode.STOPPED, for monitoring
+    assert "daemon:   STOPPED" in r.output and "stopped by SIGTERM" in r.output
     r = CliRunner().invoke(cli, ["status", "--db", str(filled_db), "--json"])
     info = json.loads(r.output)
     assert info["daemon"]["state"] == "stopped"

@@ -241,7 +241,7 @@ def test_the_imported_year_is_marked_imported(imported_year):
 
 def test_export_json_gives_imported_rows_their_coverage(imported_year):
     with Store.open_reader(imported_year) as store:
-        rows = totals(store, at(2025, 3, 4), at(2025, 3, 6), "1d", TZ)
+        rows = totals(store, at(2025, 3, 4), at(2025, 3, 6), "1d", TZ, with_imports=True)
     assert [(r.in_count, r.coverage, r.imported) for r in rows] == [(1000, 1.0, True)] * 2
     r = CliRunner().invoke(cli, ["export", "--db", str(imported_year), "--since", "2025-03-04",
                                  "--until", "2025-03-05", "--period", "1d", "--format", "json"])

@@ -10,6 +10,7 @@ import time
 import click
 
 from kiosk.cli.options import CONTEXT, config_option, db_option, open_store
+from kiosk.periods import TIME_FORMS
 
 
 @click.command(context_settings=CONTEXT)
@@ -59,15 +60,15 @@ def output_width() -> int:
     return 10_000
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @config_option
 @db_option
 @click.option("--period", type=click.Choice(["15m", "1h", "1d"]), default="1h", show_default=True,
               help="Length of each row; 1d is a local day in device.timezone.")
-@click.option("--since", default="today", show_default=True,
-              help="Start: 2026-11-22 (local midnight), 2026-11-22T09:00 (local), "
-                   "an ISO time with Z or offset, today, yesterday.")
-@click.option("--until", default="now", show_default=True, help="End (exclusive), same forms.")
+@click.option("--since", default="today", show_default=True, metavar="TIME",
+              help=f"Start: {TIME_FORMS}.")
+@click.option("--until", default="now", show_default=True, metavar="TIME",
+              help="End (exclusive), same forms.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
 @click.option("--sensor", "sensors", multiple=True, help="Only this sensor id (repeatable).")
@@ -77,18 +78,21 @@ def export(config_path: str | None, db_path: str | None, period: str, since: str
            fmt: str, sensors: tuple[str, ...], output: str) -> None:
     """Counts per sensor and period: sensor_id, start, end, in, out (UTC ISO 8601).
 
-    Rows are sorted by sensor and start; periods in which the counter was running
-    appear even with zero visits; periods it was off are left out.
+    Rows are sorted by sensor and start; periods that were counted appear even with zero
+    visits; periods nothing counted (counter off, nothing imported) are left out, never
+    given as 0.  JSON rows also give coverage (the counted fraction, 0-1) and imported
+    (counts from `kiosk import`).  The CSV has exactly the columns `kiosk import` reads.
     """
     from kiosk.periods import parse_time, totals
+    from kiosk.status import store_now
 
     store, tz, _cfg = open_store(config_path, db_path)
     with store:
-        now = time.time()
+        now = store_now(store, real_now=time.time())
         t0, t1 = parse_time(since, tz, now=now), parse_time(until, tz, now=now)
         if t1 <= t0:
             raise click.BadParameter(f"--until ({until}) must be after --since ({since})")
-        rows = totals(store, t0, t1, period, tz, sensors or None)
+        rows = totals(store, t0, t1, period, tz, sensors or None, with_imports=True)
     with click.open_file(output, "w", encoding="utf-8") as f:
         if fmt == "json":
             json.dump([r.as_dict() for r in rows], f, indent=1)
