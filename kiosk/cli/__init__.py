@@ -17,7 +17,6 @@ from kiosk import __version__
 from kiosk.cli.options import CONTEXT
 from kiosk.exc import ConfigError, KioskError
 
-
 USAGE_EXIT = 2  #: exit status of a usage error (a bad option or argument) and a config error
 
 
@@ -62,7 +61,7 @@ class KioskGroup(click.Group):
         except click.ClickException as e:
             ctx.exit(usage_error(e))
         except OSError as e:  # a port in use, a file that cannot be written: one line
-            if ctx.obj and ctx.obj.get("debug") or isinstance(e, BrokenPipeError):
+            if (ctx.obj and ctx.obj.get("debug")) or isinstance(e, BrokenPipeError):
                 raise
             _error_lines([f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")])
             ctx.exit(1)
