@@ -135,3 +135,68 @@ def test_fatal_errors_reach_the_journal_at_priority_err(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kiosk", "run", "--config", str(bad)],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.stderr.startswith("kiosk: error: ")
+
+
+BAD_TOML = """\
+[device]
+id = "espoo-isoomena-01"
+site = "iso-omena-service-centre"
+
+[storage]
+path = "/var/lib/kiosk/counts.db"
+flush_intervall_s = 2
+
+[[sensors]]
+id = "a"
+type = "gpio"
+pin = 17
+
+[[sensors]]
+id = "a"
+type = "gpio"
+pin = "GPIO17"
+"""
+
+
+def test_the_readme_config_error_example_is_what_the_program_prints(tmp_path):
+    (tmp_path / "bad.toml").write_text(BAD_TOML)
+    out = subprocess.run([sys.executable, "-m", "kiosk", "check-config", "bad.toml"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 2
+    readme = (ROOT / "README.md").read_text()
+    assert f"$ kiosk check-config bad.toml\n{out.stderr}```" in readme, out.stderr
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["nosuch"], ["report", "dya"],
+                                  ["export", "--period", "2h"], ["status", "--json", "extra"]])
+def test_usage_errors_are_one_kiosk_error_line_with_exit_2(args):
+    out = subprocess.run([sys.executable, "-m", "kiosk", *args], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("kiosk: error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "Usage:" not in out.stderr and out.stdout == ""
+    r = CliRunner().invoke(cli, args)  # the same through click's own test runner
+    assert r.exit_code == 2 and r.stderr.startswith("kiosk: error: ")
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "kiosk", "receiver", "--port", str(port),
+                              "--db", str(tmp_path / "r.db")], capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("kiosk: error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "in use" in out.stderr
+
+
+def test_every_since_reads_the_same_forms(filled_db):
+    for command in (["export"], ["log"], ["annotate", "--list"]):
+        for since in ("7d", "24h", "today", "yesterday", "2026-11-22", "2026-11-22T09:00",
+                      "2026-11-22T07:00:00Z", "2w", "30m"):
+            r = CliRunner().invoke(cli, [*command, "--db", str(filled_db), "--since", since])
+            assert r.exit_code == 0, (command, since, r.output)

@@ -192,13 +192,16 @@ def render_table(r: dict[str, Any]) -> str:
         typ = typical_rows(r)
         if typ:
             ttop = max((v or 0 for x in typ for v in (x[1], x[3])), default=0)
+            head = typical_head(typ)
+            kinds = [k for k, n in ((1, typ[0][2]), (3, typ[0][4])) if any(x[k + 1] for x in typ) or n]
             lines += ["A typical day: average visits by hour of day (local time), over the "
                       "completed days; an hour counts where it was counted in full", "",
-                      tabulate([[f"{h:02d}:00", num(wd), bar(wd, ttop, 20), num(we), bar(we, ttop, 20)]
-                                for h, wd, _n1, we, _n2 in typ],
-                               headers=[typical_head(typ)[0], typical_head(typ)[1], "",
-                                        typical_head(typ)[2], ""], disable_numparse=True,
-                               colalign=("left", "right", "left", "right", "left")), ""]
+                      tabulate([[f"{x[0]:02d}:00",
+                                 *(c for k in kinds for c in (num(x[k]), bar(x[k], ttop, 20)))]
+                                for x in typ],
+                               headers=["hour", *(c for k in kinds for c in (head[(k + 1) // 2], ""))],
+                               disable_numparse=True,
+                               colalign=("left", *(("right", "left") * len(kinds)))), ""]
     lines += summary_lines(r)
     notes = note_lines(r)
     if notes:
