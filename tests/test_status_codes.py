@@ -3,10 +3,13 @@ real databases, the daemon's own records), and output that fits the terminal."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -23,12 +26,30 @@ LONG = ("cannot open /dev/ttyUSB0: [Errno 2] No such file or directory; the coun
         "check `ls -l /dev/serial/by-id/` and the [[sensors]] port in the config") * 2
 
 
-def kiosk(*args: str, columns: int | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KIOSK_CONFIG"}
-    if columns:
-        env["COLUMNS"] = str(columns)
+def kiosk(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("KIOSK_CONFIG", "COLUMNS", "LINES")}
     return subprocess.run([sys.executable, "-m", "kiosk", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=60, env=env)
+
+
+def on_terminal(*args: str, columns: int) -> str:
+    """What ``kiosk`` prints on a real terminal (a pty) ``columns`` wide."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("KIOSK_CONFIG", "COLUMNS", "LINES")}
+    p = subprocess.Popen([sys.executable, "-m", "kiosk", *args], stdout=slave,
+                         stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    os.close(slave)
+    chunks = []
+    try:
+        while data := os.read(master, 65536):
+            chunks.append(data)
+    except OSError:  # EIO: the other side closed
+        pass
+    finally:
+        os.close(master)
+    p.wait(timeout=60)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
 
 
 def daemon_db(path: Path, *, last_seen_ago: float = 1.0, stopped: bool = False,
@@ -103,13 +124,15 @@ def test_a_write_in_the_future_is_not_a_negative_age(tmp_path):
 def test_output_fits_the_terminal_and_json_keeps_it_whole(tmp_path):
     db = daemon_db(tmp_path / "counts.db", sensor_state="down", message=LONG)
     for columns in (80, 120):
-        out = kiosk("status", "--db", str(db), columns=columns).stdout
+        out = on_terminal("status", "--db", str(db), columns=columns)
         # every line fits, but for one that is a single word (a path stays whole, to copy)
         wide = [x for x in out.splitlines() if len(x) > columns and len(x.split()) > 1]
         assert not wide, out
         assert "…" in out and "cannot open /dev/ttyUSB0" in out
-    info = json.loads(kiosk("status", "--db", str(db), "--json", columns=80).stdout)
+    info = json.loads(on_terminal("status", "--db", str(db), "--json", columns=80))
     assert info["sensors"][0]["message"] == LONG
+    piped = kiosk("status", "--db", str(db)).stdout  # a pipe gets whole lines
+    assert LONG in piped
 
 
 def test_exit_codes_are_documented():

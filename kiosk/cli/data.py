@@ -47,16 +47,13 @@ def status(config_path: str | None, db_path: str | None, as_json: bool) -> None:
 
 
 def output_width() -> int:
-    """The terminal's width when standard output is one (or $COLUMNS when set), else no
-    limit: a pipe gets whole lines."""
-    import os
+    """The terminal's width when standard output is one ($COLUMNS, else the terminal's own
+    size), else no limit: a pipe or a file gets whole lines."""
     import shutil
     import sys
 
     if sys.stdout.isatty():
         return shutil.get_terminal_size().columns
-    if os.environ.get("COLUMNS", "").isdigit():
-        return int(os.environ["COLUMNS"])
     return 10_000
 
 

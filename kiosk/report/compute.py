@@ -1,7 +1,8 @@
 """``kiosk report``: visits per day, week, month or year in local time.
 
-:func:`build_report` computes a JSON-able dict; :func:`render_table`, :func:`render_csv`,
-:func:`render_json` and :func:`render_html` turn it into text.
+:func:`build_report` computes the figures as plain JSON-able data (the one place they are
+computed: the table, CSV, JSON and HTML forms in :mod:`kiosk.report.text` and
+:mod:`kiosk.report.html` only render them, and so can a dashboard).
 
 Decisions a reader of the figures needs to know (they are also stated in the reports):
 
@@ -9,19 +10,30 @@ Decisions a reader of the figures needs to know (they are also stated in the rep
   that cannot tell direction) every figure is computed from its own summed counts as
   (in + out) / 2 and rounded half up; a total is therefore not the sum of rounded rows
   and may differ from it by rounding, but the same span always gives the same total.
+* **Counted time** is the union of the daemon's ``runs`` and the extents of imported rows
+  (``import_rows``); a day with counts but neither (a database from before runs were
+  recorded) is taken as counted whole.  Time outside it was *not counted*: its rows have
+  ``visits: null`` (never 0) and a ``coverage`` (the counted fraction, 0-1).
 * **Comparisons** (the first is the headline one):
   a day against the same weekday a week earlier (then the previous day), a week against
   the previous week (then the same ISO week a year earlier, 52 weeks back), a month
   against the same month a year earlier (then the previous month), a year against the
   previous year.  While a span is still running, the earlier span is cut at the same
-  local time, so "this year so far" is compared with "last year until the same date".
+  local time as the *last count* (not the wall clock).  When both parts were counted
+  throughout they are compared whole (``like_for_like``).  Otherwise the change is
+  computed over the 15-minute buckets counted (at least 90 %) in both, matched by local
+  date and wall time (a month or a year back: the same day of the month); an imported
+  row longer than a bucket is compared whole or not at all.  ``compared`` says what was
+  compared; under half of the span's counted time (or under an hour) gives no change.
+  Only a like-for-like comparison goes into the HTML headline.
 * **Averages** per weekday (Mon–Fri) and weekend day (Sat–Sun) are taken over the
-  completed days of the span that have data: the counter was running (``runs``) or counts
-  exist (imported history).  Days a site-wide ``closed`` annotation covers entirely are
-  left out.  Public holidays are counted by their weekday.
+  completed days of the span that were counted in full.  Days a site-wide ``closed``
+  annotation covers entirely are left out.  Public holidays are counted by their weekday.
+  The **typical day** (week, month, year) averages each local hour of day over the
+  completed days on which that hour was counted in full, weekdays and weekend days apart.
 * **Rows** are local hours (a day: 23 rows on the spring DST day, 25 on the autumn one,
-  each with its UTC offset), local days (week, month) or months (year).  A row without
-  data (counter off, no counts) has ``visits: null``, told apart from a counted zero.
+  each with its UTC offset), local days (week, month) or months (year), each with
+  ``coverage``, ``imported`` and the ``notes`` (annotations) that touch it.
 
 The figures come from SQL ``GROUP BY`` over the 15-minute ``counts``: the span is cut
 into pieces of constant UTC offset (found with zoneinfo), and within each piece a bucket
