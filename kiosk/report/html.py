@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from kiosk.report.compute import WEEKDAYS
+from kiosk.report.spans import WEEKDAYS
 from kiosk.report.text import (
     change_text,
     coverage_text,

@@ -8,7 +8,7 @@ import json
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from kiosk.report.compute import SITE, day_label, fmt_date, short_when
+from kiosk.report.spans import SITE, day_label, fmt_date, short_when
 
 BLOCKS = "▏▎▍▌▋▊▉█"
 
