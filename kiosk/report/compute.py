@@ -55,6 +55,7 @@ from kiosk.report.reader import Reader, annotations_in
 from kiosk.report.spans import (
     COMPARISONS,
     DEFINITIONS,
+    EPOCH,
     FORMATS,
     MONTHS,
     SITE,
@@ -278,21 +279,22 @@ def _typical_day(q: Reader, cur: Side, days: list[date], bounds: dict[date, tupl
     """Average visits by local hour of day over the completed days (closed days left out),
     weekdays and weekend days apart; an hour counts on a day when all of it was counted."""
     acc = {"weekday": [[0, 0] for _ in range(24)], "weekend": [[0, 0] for _ in range(24)]}
-    for d in days:
-        kind = "weekday" if d.weekday() < 5 else "weekend"
-        s, e = bounds[d]
-        t = s
-        while t < e:
-            k = cur.keys.get(t)
-            if k is None:
-                break
-            hour = [b for b in range(t, min(e, t + 3600), BUCKET_S) if cur.keys.get(b) is not None
-                    and cur.keys[b].hour == k.hour and cur.keys[b].fold == k.fold]
-            if all(b in cur.counted for b in hour) and len(hour) == 4 \
-                    and cur.resolvable(hour[0], hour[-1] + BUCKET_S):
-                acc[kind][k.hour][0] += sum(cur.units.get(b, 0) for b in hour)
-                acc[kind][k.hour][1] += 1
-            t = hour[-1] + BUCKET_S if hour else t + BUCKET_S
+    if days:
+        lo, hi = min(bounds[d][0] for d in days), max(bounds[d][1] for d in days)
+        site = q.site_by_hour(lo, hi)
+        wanted = set(days)
+        for a, b, off in q.intervals(lo, hi):
+            slot = a
+            while slot < b:
+                end = min(b, ((slot + off) // 3600 + 1) * 3600 - off)
+                local = slot + off
+                d = date.fromordinal(EPOCH + local // 86400)
+                if (d in wanted and end - slot == 3600 and cur.time.fraction(slot, end) >= FULL
+                        and cur.resolvable(slot, end)):
+                    cell = acc["weekday" if d.weekday() < 5 else "weekend"][local % 86400 // 3600]
+                    cell[0] += site.get(slot, 0)
+                    cell[1] += 1
+                slot = end
     out: dict[str, Any] = {}
     for kind, hours in acc.items():
         out[kind] = [{"hour": h, "visits": (2 * u + q.div * n) // (2 * q.div * n) if n else None,

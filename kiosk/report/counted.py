@@ -5,6 +5,7 @@ All times are UTC seconds; a bucket is the 15-minute ``counts`` row it starts.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -29,7 +30,9 @@ def counted_time(store: Store, q: Reader, lo: int, hi: int, tz: ZoneInfo) -> Cou
     """The counted time in [lo, hi): runs and imported rows; a local day that has counts but
     neither (a database from before runs were recorded) is taken as counted whole."""
     c = Counted.load(store, lo, hi, q.sensors)
-    _units, rows = q.by_day(lo, hi) if hi > lo else ({}, {})
+    if hi <= lo or c.fraction(lo, hi) >= 1.0:
+        return c
+    _units, rows = q.by_day(lo, hi)
     extra = []
     for d in rows:
         s, e = local_midnight(d, tz), local_midnight(d + timedelta(days=1), tz)
@@ -61,18 +64,76 @@ class SlotKey:
     fold: int
 
 
-@dataclass
 class Side:
-    """The 15-minute buckets of one span part [lo, hi): units (site and per sensor), which
-    were counted, imported rows longer than a bucket (``blocks``) and their local keys."""
+    """The 15-minute buckets of one span part [lo, hi): site units per bucket, which were
+    counted, imported rows longer than a bucket (``blocks``); local keys and per-sensor
+    units are read when first needed (a comparison of two wholly counted parts needs
+    neither)."""
 
-    lo: int
-    hi: int
-    units: dict[int, int]
-    sensor_units: dict[str, dict[int, int]]
-    counted: set[int]
-    blocks: list[tuple[int, int]]
-    keys: dict[int, SlotKey]
+    def __init__(self, store: Store, q: Reader, lo: int, hi: int, tz: ZoneInfo,
+                 counted: Counted) -> None:
+        self.store, self.q, self.lo, self.hi, self.tz = store, q, lo, hi, tz
+        self.time = counted  #: the counted time (runs, imported rows)
+        self.blocks = sorted({(a, b) for _s, a, b in store.import_extents(lo, hi, q.sensors)
+                              if b - a > BUCKET_S})
+        self._block_starts = [a for a, _b in self.blocks]
+        self._longest = max((b - a for a, b in self.blocks), default=0)
+        self._keys: dict[int, SlotKey] | None = None
+        self._sensor_units: dict[str, dict[int, int]] | None = None
+        self._counted: set[int] | None = None
+
+    @property
+    def counted(self) -> set[int]:
+        """Starts of the buckets counted (at least :data:`COUNTED_BUCKET` of each)."""
+        if self._counted is None:
+            self._counted = counted_buckets(self.time, self.lo, self.hi)
+        return self._counted
+
+    def total(self) -> int:
+        """Units of the sensors together over the whole part."""
+        return sum(self.sensor_sums().values())
+
+    @property
+    def fully_counted(self) -> bool:
+        return self.hi > self.lo and self.time.fraction(self.lo, self.hi) >= FULL
+
+    @property
+    def keys(self) -> dict[int, SlotKey]:
+        """Bucket start -> its local date and wall time."""
+        if self._keys is None:
+            self._keys = {}
+            for t in range(self.lo, self.hi, BUCKET_S):
+                dt = datetime.fromtimestamp(t, self.tz)
+                self._keys[t] = SlotKey(dt.date(), dt.hour, dt.minute, dt.fold)
+        return self._keys
+
+    @property
+    def sensor_units(self) -> dict[str, dict[int, int]]:
+        """Sensor -> bucket start -> units."""
+        if self._sensor_units is None:
+            self._sensor_units = {s: {} for s in self.q.sensors}
+            if self.hi > self.lo and self.q.sensors:
+                for sid, t, i, o in self.store.buckets(self.lo, self.hi, self.q.sensors):
+                    self._sensor_units[sid][t] = i if self.q.visits_kind == "in" else i + o
+        return self._sensor_units
+
+    def sensor_sums(self, starts: Iterable[int] | None = None) -> dict[str, int]:
+        """Units per sensor over ``starts`` (None: the whole part)."""
+        if starts is None:
+            got = (self.store.units_by_sensor(self.q.visits_kind, self.q.sensors, self.lo, self.hi)
+                   if self.hi > self.lo and self.q.sensors else {})
+            return {s: got.get(s, 0) for s in self.q.sensors}
+        wanted = list(starts)
+        return {s: sum(u.get(t, 0) for t in wanted) for s, u in self.sensor_units.items()}
+
+    def days_counted(self) -> int:
+        """Local days of the part with some counted time."""
+        d = datetime.fromtimestamp(self.lo, self.tz).date()
+        n = 0
+        while (s := local_midnight(d, self.tz)) < self.hi:
+            n += self.time.fraction(s, min(self.hi, local_midnight(d + timedelta(days=1), self.tz))) > 0
+            d += timedelta(days=1)
+        return n
 
     @property
     def elapsed(self) -> int:
@@ -81,24 +142,20 @@ class Side:
 
     def resolvable(self, start: int, end: int) -> bool:
         """True if no imported row crosses the edges of [start, end): its figure is known."""
-        return not any(a < end and b > start and (a < start or b > end) for a, b in self.blocks)
+        if not self.blocks:
+            return True
+        j = bisect.bisect_left(self._block_starts, end) - 1
+        while j >= 0 and self._block_starts[j] > start - self._longest:
+            a, b = self.blocks[j]
+            if a < end and b > start and (a < start or b > end):
+                return False
+            j -= 1
+        return True
 
 
 def load_side(store: Store, q: Reader, lo: int, hi: int, tz: ZoneInfo, counted: Counted) -> Side:
-    units: dict[int, int] = {}
-    per: dict[str, dict[int, int]] = {s: {} for s in q.sensors}
-    if hi > lo and q.sensors:
-        for sid, t, i, o in store.buckets(lo, hi, q.sensors):
-            u = i if q.visits_kind == "in" else i + o
-            units[t] = units.get(t, 0) + u
-            per[sid][t] = u
-    blocks = sorted({(a, b) for _s, a, b in store.import_extents(lo, hi, q.sensors)
-                     if b - a > BUCKET_S})
-    keys = {}
-    for t in range(lo, hi, BUCKET_S):
-        dt = datetime.fromtimestamp(t, tz)
-        keys[t] = SlotKey(dt.date(), dt.hour, dt.minute, dt.fold)
-    return Side(lo, hi, units, per, counted_buckets(counted, lo, hi), blocks, keys)
+    """The buckets of [lo, hi) (see :class:`Side`)."""
+    return Side(store, q, lo, hi, tz, counted)
 
 
 def counterpart(d: date, shift: dict[str, int]) -> date | None:
@@ -204,22 +261,26 @@ def compare(store: Store, q: Reader, span: str, first: date, cur: Side, cur_labe
         "like_for_like": False, "reason": None,
         "days": sum(local_midnight(pfirst + timedelta(days=k), tz) < cut
                     for k in range((pafter - pfirst).days)),
-        "days_with_data": len({prev.keys[t].day for t in prev.counted}),
+        "days_with_data": prev.days_counted(),
     }
-    if not prev.counted:
+    if not prev.time.starts or prev.time.fraction(plo, cut) == 0:
         out["reason"] = "no counts"
         return out
-    if not cur.counted:
+    if cur.hi <= cur.lo or cur.time.fraction(cur.lo, cur.hi) == 0:
         out["reason"] = f"nothing counted in {cur_label}"
         return out
-    full = len(cur.counted) >= FULL * cur.elapsed and len(prev.counted) >= FULL * prev.elapsed
+    full = cur.fully_counted and prev.fully_counted
     if full:  # both parts counted throughout: the whole parts, whatever their lengths
-        cur_b, prev_b = list(cur.units), list(prev.units)
+        per_sensor = prev.sensor_sums()
+        cu, pu = cur.total(), sum(per_sensor.values())
         compared = f"{cur_label}" + (" so far" if in_progress else "")
         hours = cur.elapsed * BUCKET_S / 3600
     else:
         pairs = pairs_of(cur, prev, shift)
         cur_b, prev_b = list(pairs), list(pairs.values())
+        per_sensor = prev.sensor_sums(prev_b)
+        cu = sum(cur.sensor_sums(cur_b).values())
+        pu = sum(per_sensor.values())
         hours = len(pairs) * BUCKET_S / 3600
         what = "hours" if span == "day" else "days" if all(
             (b - a) % 86400 == 0 for a, b in runs_of(cur_b)) else "times"
@@ -233,12 +294,9 @@ def compare(store: Store, q: Reader, span: str, first: date, cur: Side, cur_labe
                               + (f", {cur_label} {compared_text(span, runs_of(cur.counted), tz)}"
                                  if span == "day" else ""))
             return out
-    cu = sum(cur.units.get(t, 0) for t in cur_b)
-    pu = sum(prev.units.get(t, 0) for t in prev_b)
     out.update(visits=q.visits(pu), current_visits=q.visits(cu), compared=compared,
                compared_hours=round(hours, 2), like_for_like=full,
-               by_sensor={s: q.visits(sum(prev.sensor_units[s].get(t, 0) for t in prev_b))
-                          for s in q.sensors})
+               by_sensor={s: q.visits(u) for s, u in per_sensor.items()})
     out["change"] = out["current_visits"] - out["visits"]
     out["change_pct"] = round((cu - pu) * 100 / pu, 1) if pu else None
     if not pu:

@@ -79,6 +79,17 @@ class Reader:
                 rows[slot] = rows.get(slot, 0) + n
         return units, rows
 
+    def site_by_hour(self, lo: int, hi: int) -> dict[int, int]:
+        """Units of the sensors together per UTC start of their local hour slot in [lo, hi)."""
+        out: dict[int, int] = {}
+        if not self.sensors:
+            return out
+        for a, b, off in self.intervals(lo, hi):
+            for lh, u in self.store.site_sums_by_local_hour(self.visits_kind, self.sensors, a, b, off):
+                slot = max(a, lh * 3600 - off)
+                out[slot] = out.get(slot, 0) + int(u)
+        return out
+
     def busiest_hour(self, lo: int, hi: int) -> tuple[int, int] | None:
         """(UTC start of the local hour slot, units) with the most site visits; earliest wins."""
         if not self.sensors:
