@@ -200,3 +200,39 @@ def test_every_since_reads_the_same_forms(filled_db):
                       "2026-11-22T07:00:00Z", "2w", "30m"):
             r = CliRunner().invoke(cli, [*command, "--db", str(filled_db), "--since", since])
             assert r.exit_code == 0, (command, since, r.output)
+
+
+def test_every_command_uses_the_demo_clock_for_a_demo_database(tmp_path):
+    """After an accelerated demo that ran into tomorrow, status, report, export and log all
+    take the demo's clock (its last write) as the present, not today's real date."""
+    import time as _time
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from kiosk.store import Store
+
+    tz = ZoneInfo("Europe/Helsinki")
+    real = _time.time()
+    last = real + 86400 + 3600  # the demo's clock ended a day and an hour ahead
+    tomorrow = (datetime.fromtimestamp(last, tz)).date()
+    db = tmp_path / "counts.db"
+    with Store.open(db) as store:
+        run = store.start_run(now=last - 7200, pid=1, version="t")
+        store.write_batch(now=last, counts={("door", int((last - 1800) // 900 * 900)): [3, 1]},
+                          run_id=run)
+        store.end_run(run, now=last, reason="SIGTERM")
+        store.set_meta(daemon={"pid": 1, "speed": 1800, "version": "t"})
+    status = json.loads(CliRunner().invoke(cli, ["status", "--db", str(db), "--json"]).stdout)
+    assert status["today"]["date"] == tomorrow.isoformat() and status["today"]["in"] == 3
+    assert status["daemon"]["last_write_age_s"] == 0
+    report = json.loads(CliRunner().invoke(cli, ["report", "day", "--db", str(db), "--format",
+                                                 "json"]).stdout)
+    assert report["first_day"] == tomorrow.isoformat() and report["totals"]["visits"] == 3
+    exported = json.loads(CliRunner().invoke(cli, ["export", "--db", str(db), "--period", "1d",
+                                                   "--format", "json"]).stdout)
+    assert [r["in"] for r in exported] == [3]
+    midnight = datetime.combine(tomorrow, datetime.min.time(), tz)
+    assert exported[0]["start"] == midnight.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+    log = CliRunner().invoke(cli, ["log", "--db", str(db), "--since", "today", "--kind", "nothing"])
+    assert f"since {tomorrow.isoformat()} 00:00:00" in log.stdout, log.stdout
+    assert (tomorrow - timedelta(days=1)).isoformat() not in log.stdout

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from kiosk.cli import cli
 from kiosk.periods import local_midnight, totals
 from kiosk.report.compute import build_report
-from kiosk.report.html import BAR, NOT_COUNTED, render_html
+from kiosk.report.html import BAR, BAR_IMPORTED, MARK, NOT_COUNTED, render_html
 from kiosk.report.text import render_csv, render_json, render_table
 from kiosk.store import Store
 
@@ -229,7 +229,9 @@ def test_the_imported_year_is_marked_imported(imported_year):
     assert r["imported"] and all(x["imported"] for x in r["rows"])
     assert r["totals"]["visits"] == 365 * 1000 and r["coverage"] == 1.0
     assert r["averages"]["weekday"]["visits"] == 1000
-    assert "imported" in render_table(r) and "imported history" in render_html(r)
+    html = render_html(r)
+    assert "imported" in render_table(r) and "imported history" in html
+    assert html.split("<svg")[1].count(f'fill="{BAR_IMPORTED}"') >= 12  # 12 bars and the legend
     assert all(x["imported"] == "yes" for x in csv_site_rows(render_csv(r)))
     # a day of it: the total is known, its hours are not (one row for the whole day)
     day = report(imported_year, "day", date(2025, 3, 4), now=NOW)
@@ -249,6 +251,24 @@ def test_export_json_gives_imported_rows_their_coverage(imported_year):
     assert json.loads(r.stdout)[0] | {"start": None} == {
         "sensor_id": "door", "start": None, "end": "2025-03-04T22:00:00Z", "in": 1000, "out": 0,
         "coverage": 1.0, "imported": True}
+
+
+def test_annotations_show_on_the_rows_and_bars_they_cover(midday):
+    from tests.test_report import add_annotation
+
+    with Store.open(midday) as store:
+        add_annotation(store, at(2026, 12, 1, 18), at(2026, 12, 1, 19), "sensor-fault",
+                       "Beam misaligned", "door")
+    r = report(midday, "day", date(2026, 12, 1))
+    noted = [x["hour"] for x in r["rows"] if x["notes"]]
+    assert noted == [18] and r["rows"][18]["notes"] == ["sensor-fault [door]: Beam misaligned"]
+    line = next(x for x in render_table(r).splitlines() if x.startswith("18:00"))
+    assert line.endswith("sensor-fault [door]: Beam misaligned")
+    html = render_html(r)
+    assert html.count(f'fill="{MARK}"') == 2  # the marker on the 18:00 bar and the legend
+    assert "18:00 +02:00: sensor-fault [door]: Beam misaligned</title></circle>" in html
+    week = report(midday, "week", date(2026, 12, 1), now=at(2026, 12, 3, 10))
+    assert [x["date"] for x in week["rows"] if x["notes"]] == ["2026-12-01"]
 
 
 # -- "–" in every format --------------------------------------------------------------------------
