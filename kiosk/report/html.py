@@ -178,20 +178,24 @@ def typical_chart(r: dict[str, Any]) -> str:
         y = TOP + ph - v * ph / top
         out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}"/>')
         out.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{v:,}</text>')
+    kinds = [(k, fill, kind) for k, fill, kind in ((0, BAR, "weekday"), (1, BAR_WEEKEND, "weekend day"))
+             if any(pair[k] is not None for pair in rows.values())]
+    width = 0.8 / max(len(kinds), 1)
     for h in range(24):
-        wd, we = rows.get(h, (None, None))
-        for k, (avg, fill, kind) in enumerate(((wd, BAR, "weekday"), (we, BAR_WEEKEND, "weekend day"))):
+        pair = rows.get(h, (None, None))
+        for n, (k, fill, kind) in enumerate(kinds):
+            avg = pair[k]
             if avg is None:
                 continue
-            bh = avg * ph / top
-            bx = LEFT + h * slot + slot * (0.1 + 0.4 * k)
-            out.append(f'<rect x="{bx:.1f}" y="{TOP + ph - bh:.1f}" width="{slot * 0.4:.1f}" '
+            bh = max(avg * ph / top, 2.0)  # a counted zero: a line on the axis
+            bx = LEFT + h * slot + slot * (0.1 + width * n)
+            out.append(f'<rect x="{bx:.1f}" y="{TOP + ph - bh:.1f}" width="{slot * width:.1f}" '
                        f'height="{bh:.1f}" fill="{fill}"><title>{h:02d}:00–{h + 1:02d}:00, '
                        f"{kind}: {avg:,} visits on average</title></rect>")
         out.append(f'<text x="{LEFT + (h + 0.5) * slot:.1f}" y="{TOP + ph + 16}" '
                    f'text-anchor="middle">{h:02d}</text>')
     head = typical_head(typical_rows(r))
-    out += _legend([(BAR, head[1]), (BAR_WEEKEND, head[2])], 22)
+    out += _legend([(fill, head[k + 1]) for k, fill, _kind in kinds], 22)
     out += [f'<line class="axis" x1="{LEFT}" y1="{TOP + ph}" x2="{W - RIGHT}" y2="{TOP + ph}"/>',
             f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + ph}"/>',
             f'<text x="{LEFT + pw / 2:.0f}" y="{H - 8}" text-anchor="middle">hour of day (local '
@@ -262,8 +266,10 @@ def render_html(r: dict[str, Any]) -> str:
                      "weekdays and weekend days apart; an hour counts on a day where it was "
                      "counted in full.</p>")
         parts.append(typical_chart(r))
-        parts.append(_table(typical_head(typ), [[f"{h:02d}:00–{h + 1:02d}:00", num(wd), num(we)]
-                                                for h, wd, _n1, we, _n2 in typ]))
+        cols = [k for k in (1, 3) if any(x[k] is not None for x in typ)]
+        parts.append(_table(["hour", *(typical_head(typ)[(k + 1) // 2] for k in cols)],
+                            [[f"{x[0]:02d}:00–{x[0] + 1:02d}:00", *(num(x[k]) for k in cols)]
+                             for x in typ]))
     if len(t["by_sensor"]) > 1:
         then = (f"{c['label']}, over the same time" if c["visits"] is not None
                 else f"{c['label']} (not compared)")
