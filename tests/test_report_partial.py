@@ -219,7 +219,7 @@ def test_a_partly_counted_year_is_compared_over_its_counted_days_only(imported_y
     assert months["December"]["visits"] == 960 + 4 * 80
     table = render_table(r)
     assert "37,000 → 35,520 (−1,480, −4.0 %)" in table
-    assert "37 of 336 days counted in full, 39 with counts" in table
+    assert "37 of 335 completed days counted in full, 39 with counts" in table
     march = next(x for x in table.splitlines() if x.startswith("March"))
     assert march.split()[1] == "–" and "not counted" in march
 

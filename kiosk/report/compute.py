@@ -211,6 +211,7 @@ def build_report(store: Store, *, span: str, date: date, tz: ZoneInfo, visits: s
                    "by_sensor": {s: q.visits(u) for s, u in per_sensor.items()},
                    "in": in_out[0], "out": in_out[1]},
         "days": sum(bounds[d][0] < end for d in days), "days_with_data": len(with_data),
+        "days_completed": sum(bounds[d][1] <= end for d in days),
         "days_fully_counted": len([d for d in days if bounds[d][1] <= end
                                    and counted.fraction(*bounds[d]) >= FULL]),
         "comparison": comparisons[0], "comparisons": comparisons,

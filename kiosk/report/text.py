@@ -88,9 +88,9 @@ def coverage_text(r: dict[str, Any]) -> str:
     """``counted 38 of 336 days`` / ``counted 16:18–24:00``: how much of the span the figures cover."""
     if r["span"] == "day":
         return f"{r['coverage'] * 100:.0f} % of the day counted" if r["coverage"] < 0.995 else ""
-    if r["days_fully_counted"] < r["days"]:
-        return (f"{r['days_fully_counted']} of {r['days']} days counted in full, "
-                f"{r['days_with_data']} with counts")
+    if r["days_fully_counted"] < r["days_completed"]:
+        return (f"{r['days_fully_counted']} of {r['days_completed']} completed days counted in "
+                f"full, {r['days_with_data']} with counts")
     return ""
 
 
