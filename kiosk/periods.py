@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from kiosk.exc import ExportError
+from kiosk.exc import UsageError
 
 if TYPE_CHECKING:  # SQLite loads only when a command reads the database (fast --help)
     from kiosk.store import Store
@@ -67,7 +67,7 @@ def local_midnight(d: date, tz: ZoneInfo) -> int:
 def period_bounds(since: float, until: float, period: str, tz: ZoneInfo) -> list[tuple[int, int]]:
     """The periods of length ``period`` that overlap [since, until), in order."""
     if period not in PERIODS:
-        raise ExportError(f"unknown period {period!r}; expected one of {', '.join(PERIODS)}")
+        raise UsageError(f"unknown period {period!r}; expected one of {', '.join(PERIODS)}")
     if until <= since:
         return []
     if period == "1d":
@@ -219,11 +219,11 @@ def parse_time(text: str, tz: ZoneInfo, *, now: float) -> float:
         try:
             return local_midnight(date.fromisoformat(t), tz)
         except ValueError as e:
-            raise ExportError(f"invalid date {text!r}: {e}") from None
+            raise UsageError(f"invalid date {text!r}: {e}") from None
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ExportError(f"cannot read the time {text!r}; use {TIME_FORMS}") from None
+        raise UsageError(f"cannot read the time {text!r}; use {TIME_FORMS}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
     return dt.timestamp()

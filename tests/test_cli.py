@@ -101,7 +101,7 @@ def test_export_15m_and_1d(filled_db, tmp_path):
 
 def test_export_bad_times(filled_db):
     r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--since", "soon"])
-    assert r.exit_code == 1 and "cannot read the time 'soon'" in r.output
+    assert r.exit_code == 2 and "cannot read the time 'soon'" in r.output  # a usage error
     r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--since", "2026-11-24",
                                  "--until", "2026-11-23"])
     assert r.exit_code == 2 and "must be after" in r.output

@@ -571,7 +571,7 @@ def test_command_writes_html_files(kiosk, press, tmp_path, monkeypatch):
 @pytest.mark.parametrize("args", [("day", "2026-13-45"), ("year", "next"), ("day", "2026")])
 def test_command_bad_date_is_one_line(kiosk, press, args):
     r = kiosk("report", *args, "--db", str(press.path))
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # a usage error
     assert r.stderr.startswith("kiosk: error: ") and r.stderr.count("\n") == 1, r.stderr
     assert r.stdout == ""
 

@@ -15,7 +15,7 @@ import click
 
 from kiosk import __version__
 from kiosk.cli.options import CONTEXT
-from kiosk.exc import ConfigError, KioskError
+from kiosk.exc import ConfigError, KioskError, UsageError
 
 USAGE_EXIT = 2  #: exit status of a usage error (a bad option or argument) and a config error
 
@@ -55,7 +55,7 @@ class KioskGroup(click.Group):
             _error_lines([f"error: {line}" for line in str(e).splitlines() or [type(e).__name__]])
             if isinstance(e, ConfigError) and len(e.problems) > 1:
                 _error_lines([f"{len(e.problems)} problems in the configuration"])
-            ctx.exit(USAGE_EXIT if isinstance(e, ConfigError) else 1)
+            ctx.exit(USAGE_EXIT if isinstance(e, ConfigError | UsageError) else 1)
         except click.exceptions.Exit:
             raise
         except click.ClickException as e:

@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from kiosk.exc import ExportError
+from kiosk.exc import UsageError
 from kiosk.periods import utc_offset_s
 
 SPANS = ("day", "week", "month", "year")
@@ -55,7 +55,7 @@ def span_dates(span: str, d: date) -> tuple[date, date]:
         return first, shift_date(first, months=1)
     if span == "year":
         return date(d.year, 1, 1), date(d.year + 1, 1, 1)
-    raise ExportError(f"unknown span {span!r}; expected one of {', '.join(SPANS)}")
+    raise UsageError(f"unknown span {span!r}; expected one of {', '.join(SPANS)}")
 
 
 def span_label(span: str, first: date) -> str:
@@ -114,9 +114,9 @@ def parse_report_date(text: str | None, span: str, tz: ZoneInfo, *, now: float) 
         else:
             raise ValueError("unknown form")
     except ValueError as e:
-        raise ExportError(f"invalid date {text!r} ({e}); use e.g. 2026-11-24, 2026-11, 2026, "
+        raise UsageError(f"invalid date {text!r} ({e}); use e.g. 2026-11-24, 2026-11, 2026, "
                           f"2026-W48, today or yesterday") from None
-    raise ExportError(f"date {text!r} does not name one {span}; give a day inside it, e.g. "
+    raise UsageError(f"date {text!r} does not name one {span}; give a day inside it, e.g. "
                       f"{today.isoformat()}")
 
 
