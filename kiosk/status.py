@@ -5,6 +5,7 @@ Its exit status is for monitoring (like ``systemctl is-active``): :class:`Status
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import datetime, timedelta
 from enum import IntEnum
@@ -259,15 +260,17 @@ def render(info: dict[str, Any], *, width: int = 100) -> str:
 
 
 def _age(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.0f}\u00a0s\u00a0ago"  # kept on one line
+    return "-" if seconds is None else f"{seconds:.0f} s ago"
 
 
 def _wrap(line: str, width: int) -> list[str]:
     """``line`` wrapped at ``width``, continuation lines indented under the value column."""
     if len(line) <= width:
         return [line]
-    return textwrap.wrap(line, width, subsequent_indent=INDENT, break_on_hyphens=False,
-                         break_long_words=False) or [line]  # a path stays whole, to copy
+    glued = re.sub(r"(\d) s ago", "\\1\u00a0s\u00a0ago", line)  # "12 s ago" stays on one line
+    return [w.replace("\u00a0", " ") for w in textwrap.wrap(
+        glued, width, subsequent_indent=INDENT, break_on_hyphens=False,
+        break_long_words=False)] or [line]  # a path stays whole, to copy
 
 
 def cut(text: str, room: int) -> str:
