@@ -30,8 +30,18 @@ class DemoPrinter:
         self.tz = tz
         self.out = out
         self.lock = threading.Lock()
-        self.accepted_periods = 0
-        self.accepted_in = 0
+        #: (sensor_id, start) -> "in" of the latest revision the receiver holds
+        self.held: dict[tuple[str, str], int] = {}
+
+    @property
+    def accepted_periods(self) -> int:
+        """Periods the receiver holds (a revision replaces its period, it is not added)."""
+        return len(self.held)
+
+    @property
+    def accepted_in(self) -> int:
+        """Visitors in over the periods the receiver holds (latest revisions)."""
+        return sum(self.held.values())
 
     def print(self, text: str) -> None:
         with self.lock:
@@ -40,8 +50,14 @@ class DemoPrinter:
     def accepted(self, total: dict[str, Any]) -> None:
         start = datetime.fromisoformat(total["local_start"])
         end = datetime.fromisoformat(total["end"].replace("Z", "+00:00")).astimezone(self.tz)
-        self.accepted_periods += 1
-        self.accepted_in += total["in"]
+        key = (total["sensor_id"], total["start"])
+        before = self.held.get(key)
+        self.held[key] = total["in"]
+        if before is not None:
+            self.print(f"  revised   {total['sensor_id']:<14} {start:%a %d.%m %H:%M}-{end:%H:%M} "
+                       f"in {before} -> {total['in']} (revision {total['revision']}): counts "
+                       f"written after the period was sent replace it, not add to it")
+            return
         self.print(f"  accepted  {total['sensor_id']:<14} {start:%a %d.%m %H:%M}-{end:%H:%M} "
                    f"{start:%z}  in {total['in']:>4}  out {total['out']:>4}  coverage "
                    f"{total['coverage']:.2f}  revision {total['revision']}")
@@ -128,9 +144,33 @@ def run_demo(*, data_dir: str, speed: float, hours: float | None, start_at: str 
                             extra_services=[lambda daemon: _Progress(daemon, printer, stop_at)])
     finally:
         receiver.stop()
+    kiosk = program_name()
+    db = d / "counts.db"
     printer.print(
-        f"done: the receiver accepted {printer.accepted_periods} periods ({printer.accepted_in} "
-        f"in).\nlook around:  kiosk status --db {d / 'counts.db'}\n"
-        f"              kiosk export --db {d / 'counts.db'} --since 2000-01-01\n"
-        f"              kiosk receiver --show --db {d / 'receiver.db'}")
+        f"done: the receiver holds {printer.accepted_periods} periods ({printer.accepted_in} in).\n"
+        f"look around:  {kiosk} status --db {db}\n"
+        f"              {kiosk} report day --db {db}\n"
+        f"              {kiosk} export --db {db} --since 7d\n"
+        f"              {kiosk} receiver --show --db {d / 'receiver.db'}")
     return status
+
+
+def program_name() -> str:
+    """How to run this very ``kiosk`` from the current directory, as a person would type it:
+    ``kiosk`` when that is on PATH, else its path (``.venv/bin/kiosk``), else
+    ``python3 -m kiosk``."""
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "kiosk" and os.path.exists(argv0):
+        on_path = shutil.which("kiosk")
+        if on_path and os.path.samefile(on_path, argv0):
+            return "kiosk"
+        rel = os.path.relpath(argv0)
+        return rel if rel.startswith((".", "/")) or os.sep in rel else f"./{rel}"
+    exe = sys.executable or "python3"
+    on_path = shutil.which(os.path.basename(exe))
+    if on_path and os.path.exists(exe) and os.path.samefile(on_path, exe):
+        return f"{os.path.basename(exe)} -m kiosk"
+    rel = os.path.relpath(exe)
+    return f"{rel if not rel.startswith('..') else exe} -m kiosk"

@@ -42,6 +42,10 @@ class ExportError(KioskError, ValueError):
     "An export or report was asked for with invalid arguments"
 
 
+class UsageError(ExportError):
+    "A date, time or other value given on the command line cannot be read (exit status 2)"
+
+
 class AnnotationError(KioskError, ValueError):
     "An annotation was asked for with invalid arguments, or does not exist"
 

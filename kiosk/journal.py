@@ -9,13 +9,10 @@ opening the database, reading times).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from kiosk.exc import ExportError
 
 if TYPE_CHECKING:  # SQLite and sqlite_utils load only when a command runs (fast --help)
     from kiosk.store import Store
@@ -33,27 +30,11 @@ KINDS = ("daemon-start", "daemon-stop", "state", "reconnect", "rejected-line",
 
 # -- shared by the staff commands ------------------------------------------------------------
 
-_RELATIVE = re.compile(r"(\d+)\s*(m|min|h|d|w)")
-_UNIT_S = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def parse_when(text: str, tz: ZoneInfo, *, now: float) -> float:
-    """A user-given time: ``24h``, ``30m``, ``7d``, ``2w`` (that long ago) or anything
-    :func:`kiosk.periods.parse_time` reads.  Returns UTC seconds."""
+    """A user-given time (UTC seconds): the one parser, :func:`kiosk.periods.parse_time`."""
     from kiosk.periods import parse_time
 
-    m = _RELATIVE.fullmatch(text.strip())
-    if m:
-        return now - int(m.group(1)) * _UNIT_S[m.group(2)]
-    try:
-        return parse_time(text, tz, now=now)
-    except ExportError as e:
-        if "cannot read the time" in str(e):
-            raise ExportError(
-                f"cannot read the time {text!r}; use e.g. 24h, 7d, 2026-11-22, 2026-11-22T09:00, "
-                f"2026-11-22T07:00:00Z, today or yesterday"
-            ) from None
-        raise
+    return parse_time(text, tz, now=now)
 
 
 def local_text(ts: float, tz: ZoneInfo, *, seconds: bool = True) -> str:

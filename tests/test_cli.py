@@ -101,7 +101,7 @@ def test_export_15m_and_1d(filled_db, tmp_path):
 
 def test_export_bad_times(filled_db):
     r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--since", "soon"])
-    assert r.exit_code == 1 and "cannot read the time 'soon'" in r.output
+    assert r.exit_code == 2 and "cannot read the time 'soon'" in r.output  # a usage error
     r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--since", "2026-11-24",
                                  "--until", "2026-11-23"])
     assert r.exit_code == 2 and "must be after" in r.output
@@ -109,8 +109,8 @@ def test_export_bad_times(filled_db):
 
 def test_status_of_stopped_daemon(filled_db):
     r = CliRunner().invoke(cli, ["status", "--db", str(filled_db)])
-    assert r.exit_code == 0, r.output
-    assert "daemon:   stopped" in r.output and "stopped by SIGTERM" in r.output
+    assert r.exit_code == 3, r.output  # StatusCode.STOPPED, for monitoring
+    assert "daemon:   STOPPED" in r.output and "stopped by SIGTERM" in r.output
     r = CliRunner().invoke(cli, ["status", "--db", str(filled_db), "--json"])
     info = json.loads(r.output)
     assert info["daemon"]["state"] == "stopped"
@@ -135,3 +135,104 @@ def test_fatal_errors_reach_the_journal_at_priority_err(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kiosk", "run", "--config", str(bad)],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.stderr.startswith("kiosk: error: ")
+
+
+BAD_TOML = """\
+[device]
+id = "espoo-isoomena-01"
+site = "iso-omena-service-centre"
+
+[storage]
+path = "/var/lib/kiosk/counts.db"
+flush_intervall_s = 2
+
+[[sensors]]
+id = "a"
+type = "gpio"
+pin = 17
+
+[[sensors]]
+id = "a"
+type = "gpio"
+pin = "GPIO17"
+"""
+
+
+def test_the_readme_config_error_example_is_what_the_program_prints(tmp_path):
+    (tmp_path / "bad.toml").write_text(BAD_TOML)
+    out = subprocess.run([sys.executable, "-m", "kiosk", "check-config", "bad.toml"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 2
+    readme = (ROOT / "README.md").read_text()
+    assert f"$ kiosk check-config bad.toml\n{out.stderr}```" in readme, out.stderr
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["nosuch"], ["report", "dya"],
+                                  ["export", "--period", "2h"], ["status", "--json", "extra"]])
+def test_usage_errors_are_one_kiosk_error_line_with_exit_2(args):
+    out = subprocess.run([sys.executable, "-m", "kiosk", *args], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("kiosk: error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "Usage:" not in out.stderr and out.stdout == ""
+    r = CliRunner().invoke(cli, args)  # the same through click's own test runner
+    assert r.exit_code == 2 and r.stderr.startswith("kiosk: error: ")
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "kiosk", "receiver", "--port", str(port),
+                              "--db", str(tmp_path / "r.db")], capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("kiosk: error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "in use" in out.stderr
+
+
+def test_every_since_reads_the_same_forms(filled_db):
+    for command in (["export"], ["log"], ["annotate", "--list"]):
+        for since in ("7d", "24h", "today", "yesterday", "2026-11-22", "2026-11-22T09:00",
+                      "2026-11-22T07:00:00Z", "2w", "30m"):
+            r = CliRunner().invoke(cli, [*command, "--db", str(filled_db), "--since", since])
+            assert r.exit_code == 0, (command, since, r.output)
+
+
+def test_every_command_uses_the_demo_clock_for_a_demo_database(tmp_path):
+    """After an accelerated demo that ran into tomorrow, status, report, export and log all
+    take the demo's clock (its last write) as the present, not today's real date."""
+    import time as _time
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from kiosk.store import Store
+
+    tz = ZoneInfo("Europe/Helsinki")
+    real = _time.time()
+    last = real + 86400 + 3600  # the demo's clock ended a day and an hour ahead
+    tomorrow = (datetime.fromtimestamp(last, tz)).date()
+    db = tmp_path / "counts.db"
+    with Store.open(db) as store:
+        run = store.start_run(now=last - 7200, pid=1, version="t")
+        store.write_batch(now=last, counts={("door", int((last - 1800) // 900 * 900)): [3, 1]},
+                          run_id=run)
+        store.end_run(run, now=last, reason="SIGTERM")
+        store.set_meta(daemon={"pid": 1, "speed": 1800, "version": "t"})
+    status = json.loads(CliRunner().invoke(cli, ["status", "--db", str(db), "--json"]).stdout)
+    assert status["today"]["date"] == tomorrow.isoformat() and status["today"]["in"] == 3
+    assert status["daemon"]["last_write_age_s"] == 0
+    report = json.loads(CliRunner().invoke(cli, ["report", "day", "--db", str(db), "--format",
+                                                 "json"]).stdout)
+    assert report["first_day"] == tomorrow.isoformat() and report["totals"]["visits"] == 3
+    exported = json.loads(CliRunner().invoke(cli, ["export", "--db", str(db), "--period", "1d",
+                                                   "--format", "json"]).stdout)
+    assert [r["in"] for r in exported] == [3]
+    midnight = datetime.combine(tomorrow, datetime.min.time(), tz)
+    assert exported[0]["start"] == midnight.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+    log = CliRunner().invoke(cli, ["log", "--db", str(db), "--since", "today", "--kind", "nothing"])
+    assert f"since {tomorrow.isoformat()} 00:00:00" in log.stdout, log.stdout
+    assert (tomorrow - timedelta(days=1)).isoformat() not in log.stdout

@@ -45,8 +45,9 @@ def run(cfg: config.Config, clock: ManualClock, factory, drive: Callable[[Daemon
 
     def wrap() -> None:
         try:
-            wait_for(lambda: d.writer is not None and d.sensors and d.sensors[0].state == "ok",
-                     what="daemon running")
+            wait_for(lambda: d.writer is not None and d.sensors and d.sensors[0].state == "ok"
+                     and d._status_sent, what="daemon running")  # READY sent: the loop starts
+            time.sleep(0.05)
             drive(d)
         except BaseException as e:
             errors.append(e)

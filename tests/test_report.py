@@ -322,7 +322,9 @@ def test_html_year_report_is_self_contained(press_store):
     assert html.startswith("<!DOCTYPE html>")
     assert "<script" not in html.lower()
     assert "http://" not in html and "https://" not in html and "url(" not in html
-    assert html.count("<svg") == 1 and html.count("<rect") == len(r["rows"]) == 12
+    assert html.count("<svg") == 2  # the months, and a typical day by hour
+    month_chart = html.split("<svg")[1]
+    assert month_chart.count("</title></rect>") == len(r["rows"]) == 12
     assert "<title>November: " in html and "1,546,133" in html and "+6.0 %" in html
     assert DEFINITIONS["in"].replace("'", "&#x27;") in html
 
@@ -374,7 +376,9 @@ def _csv_rows(text: str) -> list[dict[str, str]]:
 def test_csv_and_json_parse(press_store):
     r = build_report(press_store, span="week", date=date(2019, 11, 14), tz=TZ, now=LATER)
     rows = _csv_rows(render_csv(r))
-    assert list(rows[0]) == ["label", "start", "end", "sensor_id", "visits"]
+    assert list(rows[0]) == ["label", "start", "end", "sensor_id", "visits", "coverage",
+                             "imported", "notes"]
+    assert {x["coverage"] for x in rows} == {"1"} and {x["imported"] for x in rows} == {""}
     assert len(rows) == 7 * 3
     site = [x for x in rows if x["sensor_id"] == SITE]
     assert [int(x["visits"]) for x in site] == [x["visits"] for x in r["rows"]]
@@ -567,7 +571,7 @@ def test_command_writes_html_files(kiosk, press, tmp_path, monkeypatch):
 @pytest.mark.parametrize("args", [("day", "2026-13-45"), ("year", "next"), ("day", "2026")])
 def test_command_bad_date_is_one_line(kiosk, press, args):
     r = kiosk("report", *args, "--db", str(press.path))
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # a usage error
     assert r.stderr.startswith("kiosk: error: ") and r.stderr.count("\n") == 1, r.stderr
     assert r.stdout == ""
 

@@ -121,7 +121,7 @@ def test_staff_status_while_stopped_creates_nothing_and_the_daemon_starts(state_
     assert os.stat(health).st_gid == KIOSK_GID and os.stat(health).st_mode & 0o777 == 0o660
 
     r = staff(["status", "--db", str(db)])
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr  # the daemon is stopped (StatusCode.STOPPED)
     assert "sim" in r.stdout
     assert sorted(os.listdir(state)) == before, "the reader created files"
 

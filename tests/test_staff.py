@@ -201,7 +201,7 @@ def test_log_default_is_the_last_day_and_empty_says_so(journal_db, filled_db):
     assert r.output.strip() == ("no journal entries matching --level error since "
                                 "2025-11-24 00:00:00 +02:00 until 2025-11-25 00:00:00 +02:00")
     r = kiosk("log", "--db", journal_db, "--since", "soon")
-    assert r.exit_code == 1 and "cannot read the time 'soon'" in r.output and "24h" in r.output
+    assert r.exit_code == 2 and "cannot read the time 'soon'" in r.output and "24h" in r.output
     r = kiosk("log", "--db", journal_db, "--since", "400d", "--format", "json")
     assert r.exit_code == 0 and len(json.loads(r.output)) == 9
 

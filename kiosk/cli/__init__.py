@@ -15,11 +15,36 @@ import click
 
 from kiosk import __version__
 from kiosk.cli.options import CONTEXT
-from kiosk.exc import ConfigError, KioskError
+from kiosk.exc import ConfigError, KioskError, UsageError
+
+USAGE_EXIT = 2  #: exit status of a usage error (a bad option or argument) and a config error
+
+
+def _error_lines(lines: list[str]) -> None:
+    """``kiosk: error: …`` on standard error, one line each.
+
+    Under systemd a "<3>" prefix gives the line priority err in the journal, so that
+    `journalctl -p err` shows why the service failed (stderr is info otherwise).
+    """
+    prio = "<3>" if os.environ.get("JOURNAL_STREAM") else ""
+    for line in lines:
+        click.echo(f"{prio}kiosk: {line}", err=True)
+
+
+def usage_error(e: click.ClickException) -> int:
+    """Click's own errors (unknown option, bad value, missing argument) in our one style:
+    ``kiosk: error: …`` and where to read more; returns the exit status (2 for usage)."""
+    hint = ""
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, click.UsageError) and ctx is not None:
+        hint = f" (see `{ctx.command_path} --help`)"
+    _error_lines([f"error: {e.format_message()}{hint}"])
+    return e.exit_code
 
 
 class KioskGroup(click.Group):
-    """Turns our errors into one clear line and an exit status (2 for config errors)."""
+    """Turns our errors into one clear line and an exit status: 2 for usage and config
+    errors (click's own included), 1 for the others."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -27,15 +52,34 @@ class KioskGroup(click.Group):
         except KioskError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            # Under systemd a "<3>" prefix gives the line priority err in the journal, so
-            # that `journalctl -p err` shows why the service failed (stderr is info otherwise).
-            prio = "<3>" if os.environ.get("JOURNAL_STREAM") else ""
-            for line in str(e).splitlines() or [type(e).__name__]:
-                click.echo(f"{prio}kiosk: error: {line}", err=True)
+            _error_lines([f"error: {line}" for line in str(e).splitlines() or [type(e).__name__]])
             if isinstance(e, ConfigError) and len(e.problems) > 1:
-                click.echo(f"{prio}kiosk: {len(e.problems)} problems in the configuration",
-                           err=True)
-            ctx.exit(2 if isinstance(e, ConfigError) else 1)
+                _error_lines([f"{len(e.problems)} problems in the configuration"])
+            ctx.exit(USAGE_EXIT if isinstance(e, ConfigError | UsageError) else 1)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException as e:
+            ctx.exit(usage_error(e))
+        except OSError as e:  # a port in use, a file that cannot be written: one line
+            if (ctx.obj and ctx.obj.get("debug")) or isinstance(e, BrokenPipeError):
+                raise
+            _error_lines([f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")])
+            ctx.exit(1)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Click's errors before a command runs (``kiosk --bogus``) in the same style."""
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            rv = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except click.ClickException as e:
+            sys.exit(usage_error(e))
+        sys.exit(rv if isinstance(rv, int) else 0)  # ctx.exit(n) came back as n
 
 
 @click.group(cls=KioskGroup, context_settings=CONTEXT)
@@ -75,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Aborted.", err=True)
         return 1
     except click.ClickException as e:
-        e.show()
-        return e.exit_code
+        return usage_error(e)
     except BrokenPipeError:
         sys.stderr.close()
         return 1

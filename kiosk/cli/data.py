@@ -9,36 +9,63 @@ import time
 
 import click
 
-from kiosk.cli.options import config_option, db_option, open_store
+from kiosk.cli.options import CONTEXT, config_option, db_option, open_store
+from kiosk.periods import TIME_FORMS
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @config_option
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output; long messages are kept whole.")
 def status(config_path: str | None, db_path: str | None, as_json: bool) -> None:
-    """What the counter is doing: daemon, sensors, today's counts, database.
+    """What the counter is doing: daemon, sensors, today's counts, database, uploads.
 
-    Reads the database only; safe while the daemon runs.
+    Reads the database only; safe while the daemon runs.  On a terminal the lines fit
+    its width (long messages wrap or end in …; --json keeps them whole).
+
+    \b
+    Exit status, for monitoring (like systemctl is-active):
+      0  all well: the daemon runs and writes, sensors work, uploads flow
+      3  the daemon is stopped (or never started)
+      4  the daemon is stalled: alive, but no write for a while
+      5  the daemon runs but its writes fail (e.g. the disk is full)
+      6  a sensor is down or stuck
+      7  uploads are paused (e.g. the server refused the token)
+    When several apply, the first in this list is given; 1 and 2 mean errors.
     """
-    from kiosk.status import collect, render
+    from kiosk.status import collect, render, store_now
 
     store, tz, cfg = open_store(config_path, db_path)
     with store:
-        info = collect(store, tz=tz, config=cfg, now=time.time())
-    click.echo(json.dumps(info, indent=2) if as_json else render(info))
+        info = collect(store, tz=tz, config=cfg, now=store_now(store, real_now=time.time()))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render(info, width=output_width()))
+    click.get_current_context().exit(info["health"]["exit_code"])
 
 
+def output_width() -> int:
+    """The terminal's width when standard output is one ($COLUMNS, else the terminal's own
+    size), else no limit: a pipe or a file gets whole lines."""
+    import shutil
+    import sys
 
-@click.command()
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return 10_000
+
+
+@click.command(context_settings=CONTEXT)
 @config_option
 @db_option
 @click.option("--period", type=click.Choice(["15m", "1h", "1d"]), default="1h", show_default=True,
               help="Length of each row; 1d is a local day in device.timezone.")
-@click.option("--since", default="today", show_default=True,
-              help="Start: 2026-11-22 (local midnight), 2026-11-22T09:00 (local), "
-                   "an ISO time with Z or offset, today, yesterday.")
-@click.option("--until", default="now", show_default=True, help="End (exclusive), same forms.")
+@click.option("--since", default="today", show_default=True, metavar="TIME",
+              help=f"Start: {TIME_FORMS}.")
+@click.option("--until", default="now", show_default=True, metavar="TIME",
+              help="End (exclusive), same forms.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
 @click.option("--sensor", "sensors", multiple=True, help="Only this sensor id (repeatable).")
@@ -48,18 +75,21 @@ def export(config_path: str | None, db_path: str | None, period: str, since: str
            fmt: str, sensors: tuple[str, ...], output: str) -> None:
     """Counts per sensor and period: sensor_id, start, end, in, out (UTC ISO 8601).
 
-    Rows are sorted by sensor and start; periods in which the counter was running
-    appear even with zero visits; periods it was off are left out.
+    Rows are sorted by sensor and start; periods that were counted appear even with zero
+    visits; periods nothing counted (counter off, nothing imported) are left out, never
+    given as 0.  JSON rows also give coverage (the counted fraction, 0-1) and imported
+    (counts from `kiosk import`).  The CSV has exactly the columns `kiosk import` reads.
     """
     from kiosk.periods import parse_time, totals
+    from kiosk.status import store_now
 
     store, tz, _cfg = open_store(config_path, db_path)
     with store:
-        now = time.time()
+        now = store_now(store, real_now=time.time())
         t0, t1 = parse_time(since, tz, now=now), parse_time(until, tz, now=now)
         if t1 <= t0:
             raise click.BadParameter(f"--until ({until}) must be after --since ({since})")
-        rows = totals(store, t0, t1, period, tz, sensors or None)
+        rows = totals(store, t0, t1, period, tz, sensors or None, with_imports=True)
     with click.open_file(output, "w", encoding="utf-8") as f:
         if fmt == "json":
             json.dump([r.as_dict() for r in rows], f, indent=1)

@@ -12,7 +12,7 @@ from kiosk.report.compute import FORMATS, SPANS, VISITS
 
 
 @click.command("report", context_settings=CONTEXT)
-@click.argument("span", type=click.Choice(SPANS))
+@click.argument("span", type=click.Choice(SPANS), metavar="SPAN")
 @click.argument("date_text", metavar="[DATE]", required=False)
 @config_option
 @db_option
@@ -30,20 +30,20 @@ def report_command(span: str, date_text: str | None, config_path: str | None, db
                    fmt: str, output: str | None, sensors: tuple[str, ...], visits: str | None) -> None:
     """Visits per hour, day or month of one day, week, month or year, in local time.
 
-    DATE is any day inside the span (default today): 2026-11-24; also 2026-11 for a
-    month, 2026 for a year, 2026-W48 for a week.  Every report gives the total, the
-    change against the comparable earlier span, the average per weekday and weekend day,
-    and the busiest hour and day.  Reads the database only; safe while the daemon runs.
+    SPAN is day, week, month or year.  DATE is any day inside the span (default today):
+    2026-11-24; also 2026-11 for a month, 2026 for a year, 2026-W48 for a week, today,
+    yesterday.  Every report gives the total, the change against comparable earlier spans
+    (only over the time both were counted, and saying which), the average per weekday
+    and weekend day, a typical day by hour (week, month, year), and the busiest hour and
+    day.  Time that was not counted reads – (never 0); imported history is marked.
+    Reads the database only; safe while the daemon runs.
     """
     from kiosk.report import RENDERERS, build_report, parse_report_date
+    from kiosk.status import store_now
 
     store, tz, cfg = open_store(config_path, db_path)
     with store:
-        now = time.time()
-        daemon = store.meta("daemon") or {}
-        if daemon.get("speed", 1) != 1:  # an accelerated demo: its clock is the present
-            last = store.latest_last_seen()
-            now = max(now, last or now)
+        now = store_now(store, real_now=time.time())
         day = parse_report_date(date_text, span, tz, now=now)
         rep = build_report(store, span=span, date=day, tz=tz, now=now,
                            visits=visits or (cfg.report.visits if cfg else "in"),

@@ -30,6 +30,7 @@ from kiosk.importer import (
     undo,
 )
 from kiosk.journal import KINDS, as_json, format_text, local_text, parse_when, query
+from kiosk.periods import TIME_FORMS
 
 
 def _split(values: Sequence[str]) -> list[str]:
@@ -40,8 +41,7 @@ def _split(values: Sequence[str]) -> list[str]:
 @config_option
 @db_option
 @click.option("--since", default="24h", show_default=True, metavar="TIME",
-              help="From: 24h, 7d, 30m (that long ago), 2026-11-22 (local midnight), "
-                   "2026-11-22T09:00 (local), an ISO time with Z or offset, today, yesterday.")
+              help=f"From: {TIME_FORMS}.")
 @click.option("--until", default=None, metavar="TIME", help="Up to (exclusive), same forms.")
 @click.option("--level", type=click.Choice(["debug", "info", "warning", "error"],
                                            case_sensitive=False),
@@ -64,11 +64,11 @@ def log_command(config_path: str | None, db_path: str | None, since: str, until:
     Lines are in local time (device.timezone), newest last.  Reads the database only;
     safe while the daemon runs.  The daemon keeps [storage] journal_retention_days.
     """
-    from kiosk.status import writes_failing
+    from kiosk.status import store_now, writes_failing
 
     store, tz, cfg = open_store(config_path, db_path)
-    now = time.time()
     with store:
+        now = store_now(store, real_now=time.time())
         daemon = store.meta("daemon") or {}
         failing = writes_failing(store.path, daemon.get("pid"))
         t0 = parse_when(since, tz, now=now)
@@ -110,7 +110,7 @@ def log_command(config_path: str | None, db_path: str | None, since: str, until:
               help="Only this sensor (repeatable; default: the whole site).")
 @click.option("--list", "list_", is_flag=True, help="List annotations and exit.")
 @click.option("--since", default=None, metavar="TIME",
-              help="With --list: only annotations ending after this (e.g. 30d, 2026-01-01).")
+              help=f"With --list: only annotations ending after this: {TIME_FORMS}.")
 @click.option("--delete", "delete_id", type=int, metavar="ID", help="Delete annotation ID and exit.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output of --list.")

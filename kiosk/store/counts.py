@@ -321,6 +321,23 @@ class CountsMixin:
             f" FROM counts WHERE {where} AND start >= ? AND start < ?"
             f" GROUP BY sensor_id, lh", [offset, *params, a, b])
 
+    def site_sums_by_local_hour(self, visits: str, sensors: Sequence[str], a: int, b: int,
+                                offset: int) -> list[tuple[int, int]]:
+        """(local hour number, units of the sensors together) of buckets in [a, b)."""
+        units, where, params = self._units_where(visits, sensors)
+        return self.conn.execute(
+            f"SELECT (start + ?) / 3600 AS lh, sum({units}) FROM counts"
+            f" WHERE {where} AND start >= ? AND start < ? GROUP BY lh",
+            [offset, *params, a, b]).fetchall()
+
+    def units_by_sensor(self, visits: str, sensors: Sequence[str], a: int, b: int
+                        ) -> dict[str, int]:
+        """Units per sensor over the buckets in [a, b)."""
+        units, where, params = self._units_where(visits, sensors)
+        return {s: int(u) for s, u in self.conn.execute(
+            f"SELECT sensor_id, sum({units}) FROM counts WHERE {where} AND start >= ?"
+            f" AND start < ? GROUP BY sensor_id", [*params, a, b])}
+
     def busiest_local_hour(self, visits: str, sensors: Sequence[str], a: int, b: int,
                            offset: int) -> tuple[int, int] | None:
         """(local hour number, units) with the most units of the sensors in [a, b)."""

@@ -9,7 +9,7 @@ database opened read-only before m003 (they give nothing).  Times are UTC second
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 ANNOTATION_COLUMNS = ("id", "start", "end", "sensor_id", "kind", "note", "created_at")
@@ -198,6 +198,21 @@ class StaffMixin:
             return [(s, a, b, bool(u)) for s, a, b, u in self.conn.execute(
                 "SELECT r.sensor_id, r.start, r.end, i.upload FROM import_rows r"
                 " JOIN imports i ON i.id = r.import_id ORDER BY r.sensor_id, r.start")]
+        except sqlite3.OperationalError:  # not migrated yet
+            return []
+
+    def import_extents(self, lo: float, hi: float, sensor_ids: Sequence[str] | None = None
+                       ) -> list[tuple[str, int, int]]:
+        """(sensor_id, start, end) of imported rows overlapping [lo, hi) (of ``sensor_ids``
+        if given), by start; [] before imports existed."""
+        sql = "SELECT sensor_id, start, end FROM import_rows WHERE start < ? AND end > ?"
+        params: list[Any] = [hi, lo]
+        if sensor_ids is not None:
+            sql += f" AND sensor_id IN ({', '.join('?' * len(sensor_ids))})"
+            params += list(sensor_ids)
+        try:
+            return [(s, int(a), int(b)) for s, a, b in self.conn.execute(sql + " ORDER BY start",
+                                                                         params)]
         except sqlite3.OperationalError:  # not migrated yet
             return []
 
