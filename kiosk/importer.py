@@ -23,6 +23,7 @@ import hashlib
 import io
 import re
 import time
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -422,12 +423,21 @@ def uploadable(store: Store, totals: list) -> list:
     rows = store.imported_counts(lo, hi)
     if rows is None:
         return totals
-    imported: dict[str, list[tuple[int, int, int, bool]]] = defaultdict(list)
+    # per sensor, the imported buckets sorted by start (as the query gives them), so each
+    # total finds its own with two bisections: O((totals + rows) log rows), not their product
+    starts: dict[str, list[int]] = defaultdict(list)
+    buckets: dict[str, list[tuple[int, int, bool]]] = defaultdict(list)
     for sid, start, i, o, up in rows:
-        imported[sid].append((start, i, o, up))
+        starts[sid].append(start)
+        buckets[sid].append((i, o, up))
     out = []
     for t in totals:
-        mine = [(i, o, up) for s, i, o, up in imported.get(t.sensor_id, ()) if t.start <= s < t.end]
+        keys = starts.get(t.sensor_id)
+        if not keys:
+            out.append(t)
+            continue
+        a, b = bisect_left(keys, t.start), bisect_left(keys, t.end)
+        mine = buckets[t.sensor_id][a:b]
         if not mine:
             out.append(t)
             continue

@@ -57,34 +57,66 @@ class Backlog(NamedTuple):
 _ROW = "sensor_id, start, end, in_count, out_count, coverage, revision"
 
 
+class MergeTotal(NamedTuple):
+    """A period's total as the scan found it, for :func:`merge_totals` (``flags``: the JSON
+    list sent with it, or None)."""
+
+    sensor_id: str
+    start: int
+    end: int
+    in_count: int
+    out_count: int
+    coverage: float
+    flags: str | None
+
+
 def merge_total(conn: sqlite3.Connection, *, sensor_id: str, start: int, end: int,
                 in_count: int, out_count: int, coverage: float, flags: str | None) -> bool:
-    """Put a period's total in the outbox inside the caller's transaction; returns True if
-    that changed anything.  ``flags``: the JSON list sent with it, or None.
+    """Put one period's total in the outbox (see :func:`merge_totals`); True if that
+    changed anything."""
+    return merge_totals(conn, [MergeTotal(sensor_id, start, end, in_count, out_count,
+                                          coverage, flags)]) > 0
+
+
+def merge_totals(conn: sqlite3.Connection, found: Iterable[MergeTotal]) -> int:
+    """Put periods' totals in the outbox inside the caller's transaction; returns how many
+    that changed.  A total found twice counts once, as last found.
 
     A revision that may have reached the server (sent, or in a stored request) is never
-    changed in place: the total gets ``revision + 1``.  Quarantined totals stay so."""
-    row = conn.execute(
-        "SELECT in_count, out_count, coverage, revision, state, attempted, flags"
-        " FROM uploads WHERE sensor_id = ? AND start = ?", (sensor_id, start)).fetchone()
-    if row is None:
-        conn.execute(
-            "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
-            " revision, state, flags) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
-            (sensor_id, start, end, in_count, out_count, coverage, UploadState.PENDING, flags))
-        return True
-    if (row[0], row[1], round(row[2], 4), row[6]) == (in_count, out_count, round(coverage, 4),
-                                                      flags):
-        return False
-    bump = 1 if (row[4] == UploadState.SENT or row[5]) else 0
-    conn.execute(
+    changed in place: the total gets ``revision + 1``.  Quarantined totals stay so.
+    One range query per sensor reads what the outbox holds, and the writes are batched.
+    """
+    latest = {(t.sensor_id, t.start): t for t in found}
+    spans: dict[str, list[int]] = {}
+    for sid, start in latest:
+        span = spans.setdefault(sid, [start, start])
+        span[0], span[1] = min(span[0], start), max(span[1], start)
+    held: dict[tuple[str, int], tuple] = {}
+    for sid, (lo, hi) in spans.items():
+        for row in conn.execute(
+                "SELECT start, in_count, out_count, coverage, revision, state, attempted, flags"
+                " FROM uploads WHERE sensor_id = ? AND start >= ? AND start <= ?", (sid, lo, hi)):
+            held[(sid, row[0])] = row[1:]
+    inserts, updates = [], []
+    for key, t in latest.items():
+        row = held.get(key)
+        if row is None:
+            inserts.append((t.sensor_id, t.start, t.end, t.in_count, t.out_count, t.coverage,
+                            UploadState.PENDING, t.flags))
+        elif (row[0], row[1], round(row[2], 4), row[6]) != (t.in_count, t.out_count,
+                                                            round(t.coverage, 4), t.flags):
+            bump = 1 if (row[4] == UploadState.SENT or row[5]) else 0
+            updates.append((t.in_count, t.out_count, t.coverage, t.flags, bump, bump,
+                            UploadState.QUARANTINED, UploadState.PENDING, t.sensor_id, t.start))
+    conn.executemany(
+        "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
+        " revision, state, flags) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)", inserts)
+    conn.executemany(
         "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?, flags = ?,"
         " revision = revision + ?, attempted = CASE WHEN ? THEN 0 ELSE attempted END,"
         " state = CASE WHEN state = ? THEN state ELSE ? END"
-        " WHERE sensor_id = ? AND start = ?",
-        (in_count, out_count, coverage, flags, bump, bump, UploadState.QUARANTINED,
-         UploadState.PENDING, sensor_id, start))
-    return True
+        " WHERE sensor_id = ? AND start = ?", updates)
+    return len(inserts) + len(updates)
 
 
 class OutboxMixin:
