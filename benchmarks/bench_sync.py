@@ -62,15 +62,21 @@ def config_text(tmp: Path, url: str, sensors: int) -> str:
 
 
 def start_receiver(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """``kiosk receiver`` on a free port of 127.0.0.1 (its one line per request to a file)."""
+    out = (tmp / "rx.log").open("w")
     proc = subprocess.Popen([PY, "-m", "kiosk", "receiver", "--port", "0", "--db",
                              str(tmp / "rx.db"), "--token-file", str(tmp / "token")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise SystemExit(f"the receiver did not start: {line!r}")
-    return proc, line.split()[2]
+                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        first = (tmp / "rx.log").read_text().partition("\n")
+        if first[1]:
+            if not first[0].startswith("listening on "):
+                break
+            return proc, first[0].split()[2]
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"the receiver did not start: {(tmp / 'rx.log').read_text()!r}")
 
 
 def kiosk(*args: str, quiet: bool = True) -> None:

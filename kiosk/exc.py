@@ -48,3 +48,7 @@ class AnnotationError(KioskError, ValueError):
 
 class ImportFileError(KioskError, ValueError):
     "An import file has bad rows, or conflicts with the database; nothing was imported"
+
+
+class ReceiverError(KioskError, OSError):
+    "The reference receiver could not start (its port is in use, or may not be bound)"

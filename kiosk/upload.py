@@ -354,11 +354,7 @@ class Uploader:
         }
 
     def _body(self, items: list[OutboxRow]) -> bytes:
-        flags = {}
-        for r in items:
-            stored = self.store.outbox_flags(r.sensor_id, r.start)
-            if stored:
-                flags[(r.sensor_id, r.start)] = stored
+        flags = self.store.outbox_flags_of(items)
         body = {
             "schema": SCHEMA,
             "device_id": self.config.device.id,

@@ -72,8 +72,12 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
               help="Where the receiver stores what it accepts.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Require this bearer token (default: accept any).")
+@click.option("--request-deadline", type=click.FloatRange(min=1), default=None,
+              metavar="SECONDS", help="Hang up on a client that has not sent its whole "
+              "request this many seconds after connecting (default: 30).")
 @click.option("--show", is_flag=True, help="List what the receiver holds, then exit.")
-def receiver(port: int, host: str, db_path: str, token_file: str | None, show: bool) -> None:
+def receiver(port: int, host: str, db_path: str, token_file: str | None,
+             request_deadline: float, show: bool) -> None:
     """The reference receiver: a small statistics server for tests, demos and the city's
     server team (not a production server).  See docs/protocol.md."""
     from kiosk import receiver as rx
@@ -91,6 +95,7 @@ def receiver(port: int, host: str, db_path: str, token_file: str | None, show: b
                    f"{s['requests']} requests {s['requests_by_status']}")
         return
     token = Path(token_file).read_text().strip() if token_file else None
-    rx.serve_forever(db_path, host, port, token)
+    kw = {} if request_deadline is None else {"request_deadline_s": request_deadline}
+    rx.serve_forever(db_path, host, port, token, **kw)
 
 

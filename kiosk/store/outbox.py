@@ -56,6 +56,21 @@ class Backlog(NamedTuple):
 
 _ROW = "sensor_id, start, end, in_count, out_count, coverage, revision"
 
+# Counts of the outbox per state, kept by the connection's own writes (see OutboxMixin.backlog).
+_BACKLOG_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS upload_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+    "CREATE TEMP TRIGGER IF NOT EXISTS upload_counts_insert AFTER INSERT ON main.uploads BEGIN"
+    " INSERT OR IGNORE INTO upload_counts VALUES (NEW.state, 0);"
+    " UPDATE upload_counts SET n = n + 1 WHERE state = NEW.state; END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS upload_counts_delete AFTER DELETE ON main.uploads BEGIN"
+    " UPDATE upload_counts SET n = n - 1 WHERE state = OLD.state; END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS upload_counts_update AFTER UPDATE OF state ON main.uploads"
+    " WHEN OLD.state IS NOT NEW.state BEGIN"
+    " UPDATE upload_counts SET n = n - 1 WHERE state = OLD.state;"
+    " INSERT OR IGNORE INTO upload_counts VALUES (NEW.state, 0);"
+    " UPDATE upload_counts SET n = n + 1 WHERE state = NEW.state; END",
+)
+
 
 class MergeTotal(NamedTuple):
     """A period's total as the scan found it, for :func:`merge_totals` (``flags``: the JSON
@@ -129,7 +144,38 @@ class OutboxMixin:
         return self.db["uploads"].exists()  # type: ignore[attr-defined]
 
     def backlog(self) -> Backlog:
-        """Pending, oldest pending start, quarantined and sent totals (one query)."""
+        """Pending, oldest pending start, quarantined and sent totals.
+
+        Counting the outbox reads all of it, and the uploader asks before every request
+        (health): so a connection that may write counts once, then keeps the counts up to
+        date with temporary triggers on its own writes, and counts again only after
+        another connection committed (``PRAGMA data_version``).  Read-only connections
+        and open transactions count every time.
+        """
+        conn = self.conn
+        if conn.in_transaction:
+            return self._counted_backlog()
+        try:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if getattr(self, "_backlog_version", None) != version:
+                for sql in _BACKLOG_DDL:
+                    conn.execute(sql)
+                conn.execute("DELETE FROM temp.upload_counts")
+                conn.execute("INSERT INTO temp.upload_counts SELECT state, count(*) FROM uploads"
+                             " GROUP BY state")
+                conn.commit()
+                self._backlog_version = version
+        except sqlite3.OperationalError:  # a read-only connection (kiosk status)
+            if conn.in_transaction:
+                conn.rollback()
+            return self._counted_backlog()
+        n = dict(conn.execute("SELECT state, n FROM temp.upload_counts").fetchall())
+        oldest = conn.execute("SELECT min(start) FROM uploads WHERE state = ?",
+                              (UploadState.PENDING,)).fetchone()[0]
+        return Backlog(n.get(UploadState.PENDING, 0), oldest,
+                       n.get(UploadState.QUARANTINED, 0), n.get(UploadState.SENT, 0))
+
+    def _counted_backlog(self) -> Backlog:
         n, oldest, q, sent = self.conn.execute(
             "SELECT sum(state = ?), min(CASE WHEN state = ? THEN start END),"
             " sum(state = ?), sum(state = ?) FROM uploads",
@@ -142,6 +188,22 @@ class OutboxMixin:
         row = self.conn.execute("SELECT flags FROM uploads WHERE sensor_id = ? AND start = ?",
                                 (sensor_id, start)).fetchone()
         return json.loads(row[0]) if row and row[0] else None
+
+    def outbox_flags_of(self, items: Iterable[OutboxRow]) -> dict[tuple[str, int], list[str]]:
+        """The flags stored with each of ``items`` that has any, by (sensor_id, start): one
+        range query per sensor."""
+        spans: dict[str, tuple[int, int]] = {}
+        for r in items:
+            lo, hi = spans.get(r.sensor_id, (r.start, r.start))
+            spans[r.sensor_id] = (min(lo, r.start), max(hi, r.start))
+        out = {}
+        for sid, (lo, hi) in spans.items():
+            for start, flags in self.conn.execute(
+                    "SELECT start, flags FROM uploads WHERE sensor_id = ? AND start >= ?"
+                    " AND start <= ? AND flags IS NOT NULL", (sid, lo, hi)):
+                if flags and (found := json.loads(flags)):
+                    out[(sid, start)] = found
+        return out
 
     def outbox_row(self, sensor_id: str, start: int) -> OutboxRow | None:
         """The outbox total of one sensor's period, or None."""
