@@ -17,7 +17,6 @@ the wall time; every run checks that the receiver holds every total afterwards.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import os
 import pstats
 import resource

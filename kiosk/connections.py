@@ -13,10 +13,11 @@ Times are seconds of :func:`time.monotonic`.
 from __future__ import annotations
 
 import http.client
+import io
 import socket
 import threading
 import time
-from typing import Any, BinaryIO
+from typing import Any
 
 
 class HeadTooLarge(http.client.LineTooLong):
@@ -28,7 +29,7 @@ class BoundedHead:
     and headers (http.server alone would read 100 header lines of 64 KiB each); the body
     is read through :meth:`read` once :meth:`end_of_head` is called."""
 
-    def __init__(self, raw: BinaryIO, limit: int) -> None:
+    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
         self._raw = raw
         self._limit = limit
         self._left: int | None = limit

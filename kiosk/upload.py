@@ -223,8 +223,10 @@ class Uploader:
         self._session = session
         #: Called with a :class:`Progress` while a cycle scans and sends (``kiosk sync``).
         self.progress = progress
-        #: Totals and requests the server accepted, counted since this uploader was made.
+        #: Totals and requests the server accepted since this uploader was made, and the
+        #: first and last period start (UTC s) among those totals.
         self.totals_sent = self.requests_sent = 0
+        self.sent_span: tuple[int, int] | None = None
         #: Totals per request: batch_max, lowered after a 413 for the rest of this process.
         self.batch_limit = self.up.batch_max
         self.state: dict[str, Any] = store.meta("upload") or {}
@@ -454,10 +456,13 @@ class Uploader:
                 return self._failed(outcome)
             sent += 1
             if outcome.kind == UploadOutcome.OK:
-                n = len(json.loads(req.items))
-                self.totals_sent += n
+                starts = [start for _sid, start, _rev in json.loads(req.items)]
+                self.totals_sent += len(starts)
                 self.requests_sent += 1
-                done += n
+                if starts:
+                    a, b = self.sent_span or (min(starts), max(starts))
+                    self.sent_span = (min(a, *starts), max(b, *starts))
+                done += len(starts)
                 self._report(SyncPhase.SEND, done, max(todo, done))
         if sent == 0 and (health_due or self._health_overdue(now)):
             body = self._body([])

@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
+from typing import Any, TextIO
 
 import click
 
 from kiosk.cli.options import config_option, load_config
+
+
+class ProgressLine:
+    """``kiosk sync`` progress: one line on a terminal, redrawn at most 5 times a second,
+    erased at the end.  Disabled (``enabled`` False) when the stream is not a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._drawn = 0.0
+        self._width = 0
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if now - self._drawn < 0.2 and p.done < p.total:
+            return
+        self._drawn = now
+        pct = f" ({100 * p.done // p.total}%)" if p.total else ""
+        if p.phase == "scan":
+            text = f"preparing: {p.done:,} of {p.total:,} periods{pct}"
+        else:
+            text = f"sending: {p.done:,} of {p.total:,} totals sent{pct}"
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def close(self) -> None:
+        if self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
 
 
 @click.command()
@@ -23,8 +57,11 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
     Safe beside the running daemon (the two take turns through a lock file).
     Exit status 0 when the outbox is empty, 1 when something is left to send.
     """
+    from zoneinfo import ZoneInfo
+
     from kiosk.clock import SystemClock
     from kiosk.exc import UploadError
+    from kiosk.journal import local_text
     from kiosk.upload import UploadLock, uploader_for
 
     cfg = load_config(config_path)
@@ -32,7 +69,10 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
     if cfg.upload is None:
         raise UploadError(f"{cfg.source} has no [upload] section: this kiosk keeps its counts "
                           f"locally and uploads nothing")
+    stream = sys.stdout
+    shown = ProgressLine(stream)
     with uploader_for(cfg, clock=SystemClock()) as up:
+        up.progress = shown if shown.enabled else None
         if list_quarantined:
             rows = up.quarantined()
             if not rows:
@@ -48,10 +88,18 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
         try:
             if retry_quarantined:
                 click.echo(f"{up.retry_quarantined()} quarantined total(s) queued again")
-            outcome = up.cycle(health_due=True)
+            try:
+                outcome = up.cycle(health_due=True)
+            finally:
+                shown.close()
             b = up.backlog()
         finally:
             lock.release()
+    if up.sent_span is not None:
+        tz = ZoneInfo(cfg.device.timezone)
+        first, last = (local_text(t, tz, seconds=False) for t in up.sent_span)
+        click.echo(f"sent {up.totals_sent:,} total(s) in {up.requests_sent:,} request(s), "
+                   f"periods from {first} to {last}")
     if outcome is None and b["periods"] == 0:
         click.echo(f"uploaded: nothing left to send ({b['quarantined']} quarantined)")
         return
@@ -95,7 +143,9 @@ def receiver(port: int, host: str, db_path: str, token_file: str | None,
                    f"{s['requests']} requests {s['requests_by_status']}")
         return
     token = Path(token_file).read_text().strip() if token_file else None
-    kw = {} if request_deadline is None else {"request_deadline_s": request_deadline}
-    rx.serve_forever(db_path, host, port, token, **kw)
+    if request_deadline is None:
+        rx.serve_forever(db_path, host, port, token)
+    else:
+        rx.serve_forever(db_path, host, port, token, request_deadline_s=request_deadline)
 
 
