@@ -799,11 +799,10 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
         """http.server's own errors (bad request line, 431...) as JSON, then hang up."""
-        self.close_connection = True
         try:
-            self._reply(code, {"error": message or HTTPStatus(code).phrase})
+            self._reply_unread(code, {"error": message or HTTPStatus(code).phrase})
         except OSError:
-            pass
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - " + format, self.client_address[0], *args)
