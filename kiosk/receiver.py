@@ -58,6 +58,7 @@ REQUEST_DEADLINE_S = 30.0  #: seconds a client has to send its whole request (he
 READ_TIMEOUT_S = 10.0  #: seconds a client may stall on one read
 MAX_HEAD_BYTES = 16 * 1024  #: request line and headers together; more get 431
 STOP_WAIT_S = 10.0  #: seconds a stop waits for requests being stored (never for slow senders)
+MAX_USER_AGENT = 200  #: characters of a User-Agent kept in the request log
 REFUSED_LOGGED_PER_MIN = 10  #: 401s logged one by one per address and minute (rest counted)
 REFUSED_LOGGED_ALL_PER_MIN = 60  #: 401s logged one by one per minute in all (rest counted)
 MAX_REFUSED_ROWS = 5000  #: 401s kept in the request log (the oldest go first)
@@ -558,7 +559,7 @@ class Receiver:
                 read_error: tuple[int, str] | None) -> tuple[int, dict, list[tuple[str, str]]]:
         """Answer one POST to the upload path: ``(status, json_payload, extra_headers)``."""
         rec: dict[str, Any] = {"received_at": _now(), "remote": remote, "device_id": None,
-                               "user_agent": (headers.get("User-Agent") or "")[:200] or None,
+                               "user_agent": (headers.get("User-Agent") or "")[:MAX_USER_AGENT] or None,
                                "idempotency_key": None,
                                "n_totals": None, "accepted": None, "duplicates": None,
                                "superseded": None, "error": None}

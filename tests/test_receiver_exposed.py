@@ -295,3 +295,19 @@ def test_a_privileged_port_is_one_line():
     assert r.stderr.strip().splitlines() == [
         "kiosk: error: cannot listen on 127.0.0.1:80: permission denied (ports below 1024 need "
         "root); use --port 8080 or higher"]
+
+
+def test_the_protocol_document_states_the_limits():
+    from kiosk import receiver as rx
+
+    doc = (ROOT / "docs" / "protocol.md").read_text().split("## 9.")[1]
+    for text in (f"at most {rx._LINGER_BYTES // 1024} KiB", f"for up to {rx._LINGER_S:g} s",
+                 f"at most {rx.MAX_HEAD_BYTES // 1024} KiB",
+                 f"within {rx.REQUEST_DEADLINE_S:g} s", f"more than {rx.READ_TIMEOUT_S:g} s",
+                 f"at most {rx.MAX_CONNECTIONS} connections", f"waits at most {rx.STOP_WAIT_S:g} s",
+                 f"cut to {rx.MAX_USER_AGENT} characters", f"at most {rx.REFUSED_LOGGED_PER_MIN} per address",
+                 f"{rx.REFUSED_LOGGED_ALL_PER_MIN} in all per minute",
+                 f"latest {rx.MAX_REFUSED_ROWS:,} of them",
+                 f"at most {rx.MAX_REFUSED_SOURCES:,} addresses",
+                 f"written every {rx.REFUSED_FLUSH_S:g} s"):
+        assert text in doc, text
