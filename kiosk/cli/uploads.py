@@ -97,9 +97,10 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
             lock.release()
     if up.sent_span is not None:
         tz = ZoneInfo(cfg.device.timezone)
-        first, last = (local_text(t, tz, seconds=False) for t in up.sent_span)
+        first, last = up.sent_span
         click.echo(f"sent {up.totals_sent:,} total(s) in {up.requests_sent:,} request(s), "
-                   f"periods from {first} to {last}")
+                   f"periods from {local_text(first, tz, seconds=False)} to "
+                   f"{local_text(last + up.period_s, tz, seconds=False)}")
     if outcome is None and b["periods"] == 0:
         click.echo(f"uploaded: nothing left to send ({b['quarantined']} quarantined)")
         return
