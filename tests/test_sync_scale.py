@@ -281,6 +281,7 @@ def test_kiosk_sync_of_an_imported_backlog_delivers_every_total_once(tmp_path):
         os.close(leader)
         assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
         n = len(rows)
+        assert "\rpreparing: " in shown and " periods (" in shown
         assert "\rsending: " in shown and f"{n:,} of {n:,} totals sent (100%)" in shown
         assert f"sent {n:,} total(s) in {-(-n // 200)} request(s), periods from " in shown
         assert "uploaded: nothing left to send" in shown
