@@ -311,3 +311,15 @@ def test_the_protocol_document_states_the_limits():
                  f"at most {rx.MAX_REFUSED_SOURCES:,} addresses",
                  f"written every {rx.REFUSED_FLUSH_S:g} s"):
         assert text in doc, text
+
+
+@pytest.mark.parametrize(("content", "says"), [(b"\xff\xfe", "not UTF-8 text"),
+                                               (b" \n", "is empty")])
+def test_an_unusable_token_file_is_one_line(tmp_path, content, says):
+    token = tmp_path / "token"
+    token.write_bytes(content)
+    r = subprocess.run([sys.executable, "-m", "kiosk", "receiver", "--port", "0", "--token-file",
+                        str(token), "--db", str(tmp_path / "rx.db")], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert says in r.stderr and str(token) in r.stderr

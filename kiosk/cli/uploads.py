@@ -130,6 +130,7 @@ def receiver(port: int, host: str, db_path: str, token_file: str | None,
     """The reference receiver: a small statistics server for tests, demos and the city's
     server team (not a production server).  See docs/protocol.md."""
     from kiosk import receiver as rx
+    from kiosk.exc import ReceiverError
 
     if show:
         from tabulate import tabulate
@@ -143,7 +144,15 @@ def receiver(port: int, host: str, db_path: str, token_file: str | None,
         click.echo(f"{s['periods']} periods, {s['in']} in, {s['out']} out; "
                    f"{s['requests']} requests {s['requests_by_status']}")
         return
-    token = Path(token_file).read_text().strip() if token_file else None
+    token = None
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ReceiverError(f"cannot read the token file {token_file}: "
+                                f"{getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
+        if not token:
+            raise ReceiverError(f"the token file {token_file} is empty")
     if request_deadline is None:
         rx.serve_forever(db_path, host, port, token)
     else:
