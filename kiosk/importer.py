@@ -25,7 +25,7 @@ import re
 import time
 from bisect import bisect_left
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 from kiosk.buckets import BUCKET_S
 from kiosk.exc import ImportFileError
 from kiosk.journal import add_journal, local_text
+from kiosk.periods import Total
 
 if TYPE_CHECKING:
     from kiosk.store import Store
@@ -409,7 +410,7 @@ def imported_ranges(store: Store) -> list[tuple[str, int, int, bool]]:
     return store.imported_ranges()
 
 
-def uploadable(store: Store, totals: list) -> list:
+def uploadable(store: Store, totals: list[Total]) -> list[Total]:
     """The totals to upload, from those :func:`kiosk.periods.totals` gives (order kept).
 
     Counts imported without ``--upload`` are taken out, and a period left with nothing
@@ -449,7 +450,7 @@ def uploadable(store: Store, totals: list) -> list:
                 cov = 1.0
             elif i == 0 and o == 0:
                 continue  # only counts kept locally: nothing to send
-        out.append(replace(t, in_count=i, out_count=o, coverage=cov))
+        out.append(Total(t.sensor_id, t.start, t.end, i, o, cov))  # dataclasses.replace is slow
     return out
 
 

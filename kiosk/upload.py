@@ -306,11 +306,14 @@ class Uploader:
 
     def _merge(self, found: list, lo: int, hi: int) -> int:
         flags = FlagIndex(self.store, lo, hi, for_upload=True)
+        texts: dict[tuple[str, ...], str | None] = {(): None}  # a few distinct flag lists
         rows = []
         for t in found:
-            f = flags.flags(t.sensor_id, t.start, t.end)
+            f = tuple(flags.flags(t.sensor_id, t.start, t.end))
+            if f not in texts:
+                texts[f] = json.dumps(list(f))
             rows.append(MergeTotal(t.sensor_id, t.start, t.end, t.in_count, t.out_count,
-                                   max(t.coverage, MIN_COVERAGE), json.dumps(f) if f else None))
+                                   max(t.coverage, MIN_COVERAGE), texts[f]))
         with self.store.write() as conn:
             # a revision that may have reached the server is never changed in place
             return merge_totals(conn, rows)

@@ -196,13 +196,15 @@ class OutboxMixin:
         for r in items:
             lo, hi = spans.get(r.sensor_id, (r.start, r.start))
             spans[r.sensor_id] = (min(lo, r.start), max(hi, r.start))
-        out = {}
+        out, parsed = {}, {}  # a few distinct flag lists: each parsed once
         for sid, (lo, hi) in spans.items():
             for start, flags in self.conn.execute(
                     "SELECT start, flags FROM uploads WHERE sensor_id = ? AND start >= ?"
                     " AND start <= ? AND flags IS NOT NULL", (sid, lo, hi)):
-                if flags and (found := json.loads(flags)):
-                    out[(sid, start)] = found
+                if flags not in parsed:
+                    parsed[flags] = json.loads(flags) if flags else []
+                if parsed[flags]:
+                    out[(sid, start)] = list(parsed[flags])
         return out
 
     def outbox_row(self, sensor_id: str, start: int) -> OutboxRow | None:
