@@ -60,3 +60,7 @@ class TokenFileError(UploadError):
     def __init__(self, message: str, *, missing: bool = False) -> None:
         self.missing = missing
         super().__init__(message)
+
+
+class ReceiverError(KioskError, OSError):
+    "The reference receiver could not start (its port is in use, or may not be bound)"

@@ -23,8 +23,9 @@ import hashlib
 import io
 import re
 import time
+from bisect import bisect_left
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from zoneinfo import ZoneInfo
 from kiosk.buckets import BUCKET_S
 from kiosk.exc import ImportFileError
 from kiosk.journal import add_journal, local_text
+from kiosk.periods import Total
 
 if TYPE_CHECKING:
     from kiosk.store import Store
@@ -408,7 +410,7 @@ def imported_ranges(store: Store) -> list[tuple[str, int, int, bool]]:
     return store.imported_ranges()
 
 
-def uploadable(store: Store, totals: list) -> list:
+def uploadable(store: Store, totals: list[Total]) -> list[Total]:
     """The totals to upload, from those :func:`kiosk.periods.totals` gives (order kept).
 
     Counts imported without ``--upload`` are taken out, and a period left with nothing
@@ -422,12 +424,21 @@ def uploadable(store: Store, totals: list) -> list:
     rows = store.imported_counts(lo, hi)
     if rows is None:
         return totals
-    imported: dict[str, list[tuple[int, int, int, bool]]] = defaultdict(list)
+    # per sensor, the imported buckets sorted by start (as the query gives them), so each
+    # total finds its own with two bisections: O((totals + rows) log rows), not their product
+    starts: dict[str, list[int]] = defaultdict(list)
+    buckets: dict[str, list[tuple[int, int, bool]]] = defaultdict(list)
     for sid, start, i, o, up in rows:
-        imported[sid].append((start, i, o, up))
+        starts[sid].append(start)
+        buckets[sid].append((i, o, up))
     out = []
     for t in totals:
-        mine = [(i, o, up) for s, i, o, up in imported.get(t.sensor_id, ()) if t.start <= s < t.end]
+        keys = starts.get(t.sensor_id)
+        if not keys:
+            out.append(t)
+            continue
+        a, b = bisect_left(keys, t.start), bisect_left(keys, t.end)
+        mine = buckets[t.sensor_id][a:b]
         if not mine:
             out.append(t)
             continue
@@ -439,7 +450,7 @@ def uploadable(store: Store, totals: list) -> list:
                 cov = 1.0
             elif i == 0 and o == 0:
                 continue  # only counts kept locally: nothing to send
-        out.append(replace(t, in_count=i, out_count=o, coverage=cov))
+        out.append(Total(t.sensor_id, t.start, t.end, i, o, cov))  # dataclasses.replace is slow
     return out
 
 

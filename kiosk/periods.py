@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -51,7 +52,7 @@ def utc_offset_s(ts: float, tz: ZoneInfo) -> int:
 
 def iso_utc(ts: float) -> str:
     """``2026-11-22T07:00:00Z`` (whole seconds)."""
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(int(ts)))  # 2x datetime's speed
 
 
 def iso_local(ts: float, tz: ZoneInfo) -> str:

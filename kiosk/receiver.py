@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -28,15 +29,18 @@ import socketserver
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from kiosk import __version__
-from kiosk.exc import StorageError
+from kiosk.connections import BoundedHead, ConnectionTable, HeadTooLarge, answer_busy
+from kiosk.exc import ReceiverError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,19 @@ MAX_BODY_BYTES = 1024 * 1024  #: larger bodies get 413
 MAX_TOTALS = 1000  #: more totals in one body get 413
 PERIOD_MINUTES = (15, 30, 60)
 _DRAIN_LIMIT = 16 * 1024 * 1024  # read and discard oversized bodies up to this, then hang up
+MAX_CONNECTIONS = 128  #: open connections at once; more are answered 503 at once
+REQUEST_DEADLINE_S = 30.0  #: seconds a client has to send its whole request (headers and body)
+READ_TIMEOUT_S = 10.0  #: seconds a client may stall on one read
+MAX_HEAD_BYTES = 16 * 1024  #: request line and headers together; more get 431
+STOP_WAIT_S = 10.0  #: seconds a stop waits for requests being stored (never for slow senders)
+MAX_USER_AGENT = 200  #: characters of a User-Agent kept in the request log
+REFUSED_LOGGED_PER_MIN = 10  #: 401s logged one by one per address and minute (rest counted)
+REFUSED_LOGGED_ALL_PER_MIN = 60  #: 401s logged one by one per minute in all (rest counted)
+MAX_REFUSED_ROWS = 5000  #: 401s kept in the request log (the oldest go first)
+MAX_REFUSED_SOURCES = 1000  #: addresses the refusal counts keep apart; the rest are "other"
+REFUSED_FLUSH_S = 10.0  #: refusal counts reach the database at most this often
+_LINGER_BYTES = 256 * 1024  # after an early answer, discard at most this much of the body...
+_LINGER_S = 1.0  # ...for at most this long, so the client can read the answer; then hang up
 
 Problem = dict[str, Any]  # {"path": JSON pointer, "message": str, ["index", "sensor_id", "start"]}
 
@@ -293,6 +310,9 @@ CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, remote TEXT, user_agent TEXT,
     device_id TEXT, idempotency_key TEXT, status INTEGER NOT NULL, n_totals INTEGER,
     accepted INTEGER, duplicates INTEGER, superseded INTEGER, error TEXT);
+CREATE TABLE IF NOT EXISTS refused (
+    remote TEXT PRIMARY KEY, status INTEGER NOT NULL, count INTEGER NOT NULL,
+    first_seen TEXT NOT NULL, last_seen TEXT NOT NULL);
 """
 
 
@@ -323,14 +343,47 @@ def _same(t: dict[str, Any], row: sqlite3.Row) -> bool:
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins handler threads, so stop() never
-    block_on_close = True  # closes the database under a running request
+    # Handler threads are not joined on close: Receiver.stop() hangs up on clients still
+    # sending and waits (bounded) for requests being stored, through the ConnectionTable.
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 64
     receiver: Receiver
+    conns: ConnectionTable
 
     def server_bind(self) -> None:  # skip HTTPServer's reverse DNS lookup (getfqdn)
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.conns.admit(request):  # full or stopping: no thread for it
+            answer_busy(request, retry_after_s=5)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread: it will never release itself
+            self.conns.release(request)
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.conns.release(request)
+
+    def service_actions(self) -> None:  # between polls of serve_forever (every 0.1 s)
+        self.conns.reap()
+        self.receiver._flush_refused()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # a client hung up, or we hung up on it
+            log.debug("connection from %s ended: %s", client_address[0], exc)
+        else:
+            log.exception("request from %s failed", client_address[0])
 
 
 class _Server6(_Server):
@@ -345,12 +398,15 @@ class Receiver:
     :param port: TCP port; 0 picks a free one (see :attr:`url`).
     :param token: bearer token to require; ``None`` accepts any request (loopback use only).
     :param on_accept: called with a dict per newly stored total (new or higher revision).
-    :param on_request: called with the log record of every POST to the upload path.
+    :param on_request: called with the log record of every POST to the upload path (those
+        refused 401 within a rate limit; the rest are only counted, see :meth:`_refuse`).
+    :param request_deadline_s: seconds a client has to send its whole request.
     """
 
     def __init__(self, db_path: str, *, host: str = "127.0.0.1", port: int = 0,
                  token: str | None = None, on_accept: Callable[[dict], None] | None = None,
-                 on_request: Callable[[dict], None] | None = None) -> None:
+                 on_request: Callable[[dict], None] | None = None,
+                 request_deadline_s: float = REQUEST_DEADLINE_S) -> None:
         if not host:
             raise ValueError("host must be an explicit address (e.g. 127.0.0.1)")
         if token is not None and not token.strip():
@@ -360,7 +416,10 @@ class Receiver:
         self._lock = threading.Lock()  # around every use of the database connection
         self._inflight: set[str] = set()
         self._inflight_lock = threading.Lock()
+        self.request_deadline_s = request_deadline_s
         self._db: sqlite3.Connection | None = None
+        self._refused = _Refusals()
+        self._refused_logged = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -390,28 +449,39 @@ class Receiver:
         try:
             cls = _Server6 if ":" in self.host else _Server
             self._server = cls((self.host, self._port), _Handler)
-        except BaseException:
+        except BaseException as e:
             self._db.close()
             self._db = None
+            if isinstance(e, OSError):
+                raise ReceiverError(_bind_problem(self.host, self._port, e)) from None
             raise
         self._server.receiver = self
+        self._server.conns = ConnectionTable(limit=MAX_CONNECTIONS,
+                                             deadline_s=self.request_deadline_s)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                         name=f"receiver:{self.port}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving, wait for running requests, close the database.  Idempotent."""
+        """Stop serving: stop accepting, hang up on every client still sending its request,
+        wait (at most :data:`STOP_WAIT_S`) for requests being stored, close the database.
+        Idempotent."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.shutdown()  # the accept loop ends
+            self._server.server_close()  # the listening socket closes
             if self._thread is not None:
                 self._thread.join()
+            if not self._server.conns.close_all(timeout=STOP_WAIT_S):
+                log.warning("stopping with %d request(s) still being stored",
+                            len(self._server.conns))
             self._port = self._server.server_address[1]
             self._server = None
         if self._db is not None:
-            self._db.close()
-            self._db = None
+            self._flush_refused(force=True)
+            with self._lock:
+                self._db.close()
+                self._db = None
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -421,11 +491,76 @@ class Receiver:
 
     # -- request processing (called from handler threads) --
 
+    def _authorized(self, headers: Any) -> bool:
+        """True if the request carries the bearer token (or none is required)."""
+        if self.token is None:
+            return True
+        scheme, _, cred = (headers.get("Authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            cred.strip().encode("utf-8", "replace"), self.token.encode())
+
+    def _refuse(self, headers: Any, remote: str) -> tuple[int, dict, list[tuple[str, str]]]:
+        """The 401 answer.  The refusal is logged like any request (without the headers the
+        client chose, such as User-Agent) within :data:`REFUSED_LOGGED_PER_MIN` per address
+        and :data:`REFUSED_LOGGED_ALL_PER_MIN` in all; beyond that it is only counted in the
+        ``refused`` table, so a flood grows neither the database nor the output."""
+        challenge = 'Bearer realm="kiosk"'
+        if headers.get("Authorization"):
+            challenge += ', error="invalid_token"'
+        payload = {"error": "missing or wrong bearer token"}
+        if self._refused.add(remote, 401):  # within the rate limits: a row, as any request
+            self._log({"received_at": _now(), "remote": remote, "device_id": None,
+                       "user_agent": None, "idempotency_key": None, "n_totals": None,
+                       "accepted": None, "duplicates": None, "superseded": None,
+                       "error": payload["error"], "status": 401})
+            self._refused_logged += 1
+            if self._refused_logged % 100 == 0:
+                self._prune_refused()
+        return 401, payload, [("WWW-Authenticate", challenge)]
+
+    def _prune_refused(self) -> None:
+        """Keep only the latest :data:`MAX_REFUSED_ROWS` refused requests in the log."""
+        try:
+            with self._lock:
+                cut = self._conn.execute(
+                    "SELECT id FROM requests WHERE status = 401 ORDER BY id DESC LIMIT 1 OFFSET ?",
+                    (MAX_REFUSED_ROWS,)).fetchone()
+                if cut is not None:
+                    self._conn.execute("DELETE FROM requests WHERE status = 401 AND id <= ?", cut)
+        except sqlite3.Error:
+            log.exception("cannot prune refused requests")
+
+    def _flush_refused(self, *, force: bool = False) -> None:
+        """Add the refusal counts to the ``refused`` table (every few seconds, and at stop)."""
+        pending = self._refused.take(force=force)
+        if not pending or self._db is None:
+            return
+        try:
+            with self._lock:
+                db = self._conn
+                known = db.execute("SELECT count(*) FROM refused").fetchone()[0]
+                rows = []
+                for remote, (status, n, first, last) in pending.items():
+                    held = db.execute("SELECT 1 FROM refused WHERE remote = ?",
+                                      (remote,)).fetchone()
+                    if held is None and known >= MAX_REFUSED_SOURCES:
+                        remote = _OTHER
+                    elif held is None:
+                        known += 1
+                    rows.append((remote, status, n, first, last))
+                db.executemany(
+                    "INSERT INTO refused VALUES (?, ?, ?, ?, ?) ON CONFLICT (remote) DO UPDATE"
+                    " SET count = count + excluded.count, last_seen = excluded.last_seen,"
+                    " status = excluded.status", rows)
+        except sqlite3.Error:
+            log.exception("cannot record refused requests")
+
     def _answer(self, headers: Any, body: bytes | None, remote: str,
                 read_error: tuple[int, str] | None) -> tuple[int, dict, list[tuple[str, str]]]:
         """Answer one POST to the upload path: ``(status, json_payload, extra_headers)``."""
         rec: dict[str, Any] = {"received_at": _now(), "remote": remote, "device_id": None,
-                               "user_agent": headers.get("User-Agent"), "idempotency_key": None,
+                               "user_agent": (headers.get("User-Agent") or "")[:MAX_USER_AGENT] or None,
+                               "idempotency_key": None,
                                "n_totals": None, "accepted": None, "duplicates": None,
                                "superseded": None, "error": None}
         try:
@@ -439,6 +574,11 @@ class Receiver:
         rec["status"], rec["error"] = status, payload.get("error")
         if status < 300:
             rec.update(payload)
+        self._log(rec)
+        return status, payload, extra
+
+    def _log(self, rec: dict[str, Any]) -> None:
+        """One row in ``requests``, and ``on_request``."""
         try:
             with self._lock:
                 self._conn.execute(f"INSERT INTO requests ({', '.join(rec)}) VALUES "
@@ -450,19 +590,10 @@ class Receiver:
                 self.on_request(dict(rec))
             except Exception:
                 log.exception("on_request callback failed")
-        return status, payload, extra
 
     def _upload(self, headers: Any, body: bytes | None, read_error: tuple[int, str] | None,
                 rec: dict[str, Any]) -> tuple[int, dict, list[tuple[str, str]]]:
-        if self.token is not None:
-            scheme, _, cred = (headers.get("Authorization") or "").partition(" ")
-            if not (scheme.lower() == "bearer"
-                    and hmac.compare_digest(cred.strip().encode(), self.token.encode())):
-                challenge = 'Bearer realm="kiosk"'
-                if headers.get("Authorization"):
-                    challenge += ', error="invalid_token"'
-                return 401, {"error": "missing or wrong bearer token"}, [
-                    ("WWW-Authenticate", challenge)]
+        # the token was checked before the body was read (_Handler.do_POST)
         if read_error is not None:
             return read_error[0], {"error": read_error[1]}, []
         assert body is not None
@@ -589,10 +720,90 @@ def _total(t: dict[str, Any]) -> dict[str, Any]:
             "flags": list(t.get("flags") or [])}
 
 
+_OTHER = "(other addresses)"
+
+
+class _Refusals:
+    """Rate limits for logging refused requests, and the counts of those not logged (per
+    address: at most :data:`MAX_REFUSED_SOURCES`, the rest as :data:`_OTHER`), taken for
+    the database in batches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[Any]] = {}  # remote -> [status, count, first, last]
+        self._logged: dict[str, list[float]] = {}  # remote -> monotonic times logged
+        self._all: list[float] = []  # monotonic times logged, any address
+        self._taken = time.monotonic()
+
+    def add(self, remote: str, status: int) -> bool:
+        """True if this refusal is to be logged one by one; else it is counted."""
+        now = time.monotonic()
+        with self._lock:
+            self._all = [t for t in self._all if now - t < 60]
+            if len(self._logged) >= MAX_REFUSED_SOURCES:
+                self._logged = {k: v for k, v in self._logged.items() if now - v[-1] < 60}
+            times = [t for t in self._logged.get(remote, ()) if now - t < 60]
+            if (len(times) < REFUSED_LOGGED_PER_MIN and len(self._all) < REFUSED_LOGGED_ALL_PER_MIN
+                    and (remote in self._logged or len(self._logged) < MAX_REFUSED_SOURCES)):
+                self._logged[remote] = [*times, now]
+                self._all.append(now)
+                return True
+            stamp = _now()
+            key = remote if (remote in self._pending
+                             or len(self._pending) < MAX_REFUSED_SOURCES) else _OTHER
+            row = self._pending.get(key)
+            if row is None:
+                self._pending[key] = [status, 1, stamp, stamp]
+            else:
+                row[0], row[1], row[3] = status, row[1] + 1, stamp
+            return False
+
+    def take(self, *, force: bool = False) -> dict[str, list[Any]]:
+        """The counts since the last take (none if the last was under
+        :data:`REFUSED_FLUSH_S` ago, unless ``force``)."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._pending or (not force and now - self._taken < REFUSED_FLUSH_S):
+                return {}
+            out, self._pending, self._taken = self._pending, {}, now
+        return out
+
+
+def _bind_problem(host: str, port: int, e: OSError) -> str:
+    """One line for a receiver that cannot listen."""
+    where = f"cannot listen on {host}:{port}"
+    if e.errno == errno.EADDRINUSE:
+        return f"{where}: the port is in use (is another receiver running?); choose another --port"
+    if e.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need root); use --port 8080 or higher"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: this machine has no such address; check --host"
+    return f"{where}: {e.strerror or e}"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = f"kiosk-receiver/{__version__}"
-    timeout = 10  # seconds a client may stall mid-request
+    timeout = READ_TIMEOUT_S  # seconds a client may stall on one read
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = BoundedHead(self.rfile, MAX_HEAD_BYTES)  # type: ignore[assignment]
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except HeadTooLarge as e:  # in the request line (http.server answers it in headers)
+            self.requestline, self.request_version, self.command = "", "HTTP/1.0", ""
+            self.send_error(431, str(e))
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, 431...) as JSON, then hang up."""
+        try:
+            self._reply_unread(code, {"error": message or HTTPStatus(code).phrase})
+        except OSError:
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - " + format, self.client_address[0], *args)
@@ -606,6 +817,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _reply_unread(self, status: int, payload: dict,
+                      headers: Sequence[tuple[str, str]] = ()) -> None:
+        """Answer without reading the body, then hang up.  Up to :data:`_LINGER_BYTES` of
+        what the client is still sending is discarded for up to :data:`_LINGER_S`, so an
+        honest client with a small body reads the answer rather than a reset."""
+        self.close_connection = True
+        self._reply(status, payload, [*headers, ("Connection", "close")])
+        self.wfile.flush()
+        sock = self.connection
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            end, left = time.monotonic() + _LINGER_S, _LINGER_BYTES
+            while left > 0 and (wait := end - time.monotonic()) > 0:
+                sock.settimeout(wait)
+                chunk = sock.recv(min(65536, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
 
     def _read_body(self) -> tuple[bytes | None, tuple[int, str] | None]:
         """Read the whole body (or drain it) so the client always gets to read our answer."""
@@ -630,19 +862,26 @@ class _Handler(BaseHTTPRequestHandler):
         return body, None
 
     def do_POST(self) -> None:
+        self.rfile.end_of_head()  # type: ignore[attr-defined]
         path = urlsplit(self.path).path
+        rx = self.server.receiver
+        if path != COUNTS_PATH:
+            return self._reply_unread(404, {"error": f"no such endpoint: POST {path}"})
+        if not rx._authorized(self.headers):  # before a byte of the body is read
+            return self._reply_unread(*rx._refuse(self.headers, self.client_address[0]))
         try:
             body, read_error = self._read_body()
-        except OSError:  # client went away or stalled mid-body: nothing to answer
+        except OSError:  # client went away, stalled, or was hung up on: nothing to answer
             self.close_connection = True
             return None
-        if path != COUNTS_PATH:
-            return self._reply(404, {"error": f"no such endpoint: POST {path}"})
-        self._reply(*self.server.receiver._answer(self.headers, body, self.client_address[0],
-                                                  read_error))
+        if not self.server.conns.processing(self.connection):  # stopping
+            self.close_connection = True
+            return None
+        self._reply(*rx._answer(self.headers, body, self.client_address[0], read_error))
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        self.close_connection = True
         if path == HEALTH_PATH:
             return self._reply(200, {"ok": True})
         if path == COUNTS_PATH:
@@ -670,7 +909,8 @@ def show(db_path: str) -> list[dict[str, Any]]:
 
 
 def summary(db_path: str) -> dict[str, Any]:
-    """Totals per device plus its latest health, and request counts per HTTP status."""
+    """Totals per device plus its latest health, and request counts per HTTP status
+    (refused ones included, from the ``refused`` counts)."""
     db = _connect(db_path, create=False)
     try:
         devices = [dict(r) for r in db.execute(
@@ -680,7 +920,9 @@ def summary(db_path: str) -> dict[str, Any]:
             "FROM totals GROUP BY device_id ORDER BY device_id")]
         health = {r["device_id"]: r for r in db.execute("SELECT * FROM latest_health")}
         statuses = {str(r[0]): r[1] for r in db.execute(
-            "SELECT status, COUNT(*) FROM requests GROUP BY status ORDER BY status")}
+            "SELECT status, SUM(n) FROM (SELECT status, COUNT(*) AS n FROM requests GROUP BY"
+            " status UNION ALL SELECT status, SUM(count) FROM refused GROUP BY status)"
+            " GROUP BY status ORDER BY status")}
     except sqlite3.Error as e:
         raise StorageError(f"{db_path} is not a receiver database: {e}") from e
     finally:
@@ -710,10 +952,14 @@ def format_request(rec: dict[str, Any]) -> str:
 
 
 def serve_forever(db_path: str, host: str = "127.0.0.1", port: int = 8080,
-                  token: str | None = None, *, out: TextIO | None = None) -> None:
-    """Run a :class:`Receiver` until SIGINT or SIGTERM; print one line per upload request.
+                  token: str | None = None, *, out: TextIO | None = None,
+                  request_deadline_s: float = REQUEST_DEADLINE_S) -> None:
+    """Run a :class:`Receiver` until SIGINT or SIGTERM; print one line per upload request
+    (refused ones within a rate limit).
 
     The first line printed is ``listening on <url> (database <db_path>)``.
+
+    :raises ReceiverError: when it cannot listen (the port is in use, permission denied).
     """
     out = out or sys.stdout
     stop = threading.Event()
@@ -726,7 +972,8 @@ def serve_forever(db_path: str, host: str = "127.0.0.1", port: int = 8080,
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
-        with Receiver(db_path, host=host, port=port, token=token, on_request=emit) as rx:
+        with Receiver(db_path, host=host, port=port, token=token, on_request=emit,
+                      request_deadline_s=request_deadline_s) as rx:
             print(f"listening on {rx.url} (database {db_path})", file=out, flush=True)
             while not stop.wait(0.5):
                 pass

@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
+from typing import Any, TextIO
 
 import click
 
 from kiosk.cli.options import config_option, load_config
+
+
+class ProgressLine:
+    """``kiosk sync`` progress: one line on a terminal, redrawn at most 5 times a second,
+    erased at the end.  Disabled (``enabled`` False) when the stream is not a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._drawn = 0.0
+        self._width = 0
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if now - self._drawn < 0.2 and p.done < p.total:
+            return
+        self._drawn = now
+        pct = f" ({100 * p.done // p.total}%)" if p.total else ""
+        if p.phase == "scan":
+            text = f"preparing: {p.done:,} of {p.total:,} periods{pct}"
+        else:
+            text = f"sending: {p.done:,} of {p.total:,} totals sent{pct}"
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def close(self) -> None:
+        if self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
 
 
 @click.command()
@@ -23,6 +57,7 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
     Safe beside the running daemon (the two take turns through a lock file).
     Exit status 0 when the outbox is empty, 1 when something is left to send.
     """
+
     from kiosk.clock import SystemClock
     from kiosk.exc import UploadError
     from kiosk.token_file import read_token
@@ -34,7 +69,9 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
     if cfg.upload is None:
         raise UploadError(f"{cfg.source} has no [upload] section: this kiosk keeps its counts "
                           f"locally and uploads nothing")
+    shown = ProgressLine(sys.stdout)
     with uploader_for(cfg, clock=SystemClock(), retries=False) as up:
+        up.progress = shown if shown.enabled else None
         if list_quarantined:
             rows = up.quarantined()
             if not rows:
@@ -51,7 +88,10 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
         try:
             if retry_quarantined:
                 click.echo(f"{up.retry_quarantined()} quarantined total(s) queued again")
-            outcome = up.cycle(health_due=True)
+            try:
+                outcome = up.cycle(health_due=True)
+            finally:
+                shown.close()
             lines, done = sync_summary(up, outcome)
         finally:
             lock.release()
@@ -68,11 +108,16 @@ def sync(config_path: str | None, list_quarantined: bool, retry_quarantined: boo
               help="Where the receiver stores what it accepts.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Require this bearer token (default: accept any).")
+@click.option("--request-deadline", type=click.FloatRange(min=1), default=None,
+              metavar="SECONDS", help="Hang up on a client that has not sent its whole "
+              "request this many seconds after connecting (default: 30).")
 @click.option("--show", is_flag=True, help="List what the receiver holds, then exit.")
-def receiver(port: int, host: str, db_path: str, token_file: str | None, show: bool) -> None:
+def receiver(port: int, host: str, db_path: str, token_file: str | None,
+             request_deadline: float, show: bool) -> None:
     """The reference receiver: a small statistics server for tests, demos and the city's
     server team (not a production server).  See docs/protocol.md."""
     from kiosk import receiver as rx
+    from kiosk.exc import ReceiverError
 
     if show:
         from tabulate import tabulate
@@ -86,7 +131,18 @@ def receiver(port: int, host: str, db_path: str, token_file: str | None, show: b
         click.echo(f"{s['periods']} periods, {s['in']} in, {s['out']} out; "
                    f"{s['requests']} requests {s['requests_by_status']}")
         return
-    token = Path(token_file).read_text().strip() if token_file else None
-    rx.serve_forever(db_path, host, port, token)
+    token = None
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ReceiverError(f"cannot read the token file {token_file}: "
+                                f"{getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
+        if not token:
+            raise ReceiverError(f"the token file {token_file} is empty")
+    if request_deadline is None:
+        rx.serve_forever(db_path, host, port, token)
+    else:
+        rx.serve_forever(db_path, host, port, token, request_deadline_s=request_deadline)
 
 

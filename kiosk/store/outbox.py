@@ -56,35 +56,82 @@ class Backlog(NamedTuple):
 
 _ROW = "sensor_id, start, end, in_count, out_count, coverage, revision"
 
+# Counts of the outbox per state, kept by the connection's own writes (see OutboxMixin.backlog).
+_BACKLOG_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS upload_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+    "CREATE TEMP TRIGGER IF NOT EXISTS upload_counts_insert AFTER INSERT ON main.uploads BEGIN"
+    " INSERT OR IGNORE INTO upload_counts VALUES (NEW.state, 0);"
+    " UPDATE upload_counts SET n = n + 1 WHERE state = NEW.state; END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS upload_counts_delete AFTER DELETE ON main.uploads BEGIN"
+    " UPDATE upload_counts SET n = n - 1 WHERE state = OLD.state; END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS upload_counts_update AFTER UPDATE OF state ON main.uploads"
+    " WHEN OLD.state IS NOT NEW.state BEGIN"
+    " UPDATE upload_counts SET n = n - 1 WHERE state = OLD.state;"
+    " INSERT OR IGNORE INTO upload_counts VALUES (NEW.state, 0);"
+    " UPDATE upload_counts SET n = n + 1 WHERE state = NEW.state; END",
+)
+
+
+class MergeTotal(NamedTuple):
+    """A period's total as the scan found it, for :func:`merge_totals` (``flags``: the JSON
+    list sent with it, or None)."""
+
+    sensor_id: str
+    start: int
+    end: int
+    in_count: int
+    out_count: int
+    coverage: float
+    flags: str | None
+
 
 def merge_total(conn: sqlite3.Connection, *, sensor_id: str, start: int, end: int,
                 in_count: int, out_count: int, coverage: float, flags: str | None) -> bool:
-    """Put a period's total in the outbox inside the caller's transaction; returns True if
-    that changed anything.  ``flags``: the JSON list sent with it, or None.
+    """Put one period's total in the outbox (see :func:`merge_totals`); True if that
+    changed anything."""
+    return merge_totals(conn, [MergeTotal(sensor_id, start, end, in_count, out_count,
+                                          coverage, flags)]) > 0
+
+
+def merge_totals(conn: sqlite3.Connection, found: Iterable[MergeTotal]) -> int:
+    """Put periods' totals in the outbox inside the caller's transaction; returns how many
+    that changed.  A total found twice counts once, as last found.
 
     A revision that may have reached the server (sent, or in a stored request) is never
-    changed in place: the total gets ``revision + 1``.  Quarantined totals stay so."""
-    row = conn.execute(
-        "SELECT in_count, out_count, coverage, revision, state, attempted, flags"
-        " FROM uploads WHERE sensor_id = ? AND start = ?", (sensor_id, start)).fetchone()
-    if row is None:
-        conn.execute(
-            "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
-            " revision, state, flags) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
-            (sensor_id, start, end, in_count, out_count, coverage, UploadState.PENDING, flags))
-        return True
-    if (row[0], row[1], round(row[2], 4), row[6]) == (in_count, out_count, round(coverage, 4),
-                                                      flags):
-        return False
-    bump = 1 if (row[4] == UploadState.SENT or row[5]) else 0
-    conn.execute(
+    changed in place: the total gets ``revision + 1``.  Quarantined totals stay so.
+    One range query per sensor reads what the outbox holds, and the writes are batched.
+    """
+    latest = {(t.sensor_id, t.start): t for t in found}
+    spans: dict[str, list[int]] = {}
+    for sid, start in latest:
+        span = spans.setdefault(sid, [start, start])
+        span[0], span[1] = min(span[0], start), max(span[1], start)
+    held: dict[tuple[str, int], tuple] = {}
+    for sid, (lo, hi) in spans.items():
+        for row in conn.execute(
+                "SELECT start, in_count, out_count, coverage, revision, state, attempted, flags"
+                " FROM uploads WHERE sensor_id = ? AND start >= ? AND start <= ?", (sid, lo, hi)):
+            held[(sid, row[0])] = row[1:]
+    inserts, updates = [], []
+    for key, t in latest.items():
+        row = held.get(key)
+        if row is None:
+            inserts.append((t.sensor_id, t.start, t.end, t.in_count, t.out_count, t.coverage,
+                            UploadState.PENDING, t.flags))
+        elif (row[0], row[1], round(row[2], 4), row[6]) != (t.in_count, t.out_count,
+                                                            round(t.coverage, 4), t.flags):
+            bump = 1 if (row[4] == UploadState.SENT or row[5]) else 0
+            updates.append((t.in_count, t.out_count, t.coverage, t.flags, bump, bump,
+                            UploadState.QUARANTINED, UploadState.PENDING, t.sensor_id, t.start))
+    conn.executemany(
+        "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
+        " revision, state, flags) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)", inserts)
+    conn.executemany(
         "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?, flags = ?,"
         " revision = revision + ?, attempted = CASE WHEN ? THEN 0 ELSE attempted END,"
         " state = CASE WHEN state = ? THEN state ELSE ? END"
-        " WHERE sensor_id = ? AND start = ?",
-        (in_count, out_count, coverage, flags, bump, bump, UploadState.QUARANTINED,
-         UploadState.PENDING, sensor_id, start))
-    return True
+        " WHERE sensor_id = ? AND start = ?", updates)
+    return len(inserts) + len(updates)
 
 
 class OutboxMixin:
@@ -97,7 +144,38 @@ class OutboxMixin:
         return self.db["uploads"].exists()  # type: ignore[attr-defined]
 
     def backlog(self) -> Backlog:
-        """Pending, oldest pending start, quarantined and sent totals (one query)."""
+        """Pending, oldest pending start, quarantined and sent totals.
+
+        Counting the outbox reads all of it, and the uploader asks before every request
+        (health): so a connection that may write counts once, then keeps the counts up to
+        date with temporary triggers on its own writes, and counts again only after
+        another connection committed (``PRAGMA data_version``).  Read-only connections
+        and open transactions count every time.
+        """
+        conn = self.conn
+        if conn.in_transaction:
+            return self._counted_backlog()
+        try:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if getattr(self, "_backlog_version", None) != version:
+                for sql in _BACKLOG_DDL:
+                    conn.execute(sql)
+                conn.execute("DELETE FROM temp.upload_counts")
+                conn.execute("INSERT INTO temp.upload_counts SELECT state, count(*) FROM uploads"
+                             " GROUP BY state")
+                conn.commit()
+                self._backlog_version = version
+        except sqlite3.OperationalError:  # a read-only connection (kiosk status)
+            if conn.in_transaction:
+                conn.rollback()
+            return self._counted_backlog()
+        n = dict(conn.execute("SELECT state, n FROM temp.upload_counts").fetchall())
+        oldest = conn.execute("SELECT min(start) FROM uploads WHERE state = ?",
+                              (UploadState.PENDING,)).fetchone()[0]
+        return Backlog(n.get(UploadState.PENDING, 0), oldest,
+                       n.get(UploadState.QUARANTINED, 0), n.get(UploadState.SENT, 0))
+
+    def _counted_backlog(self) -> Backlog:
         n, oldest, q, sent = self.conn.execute(
             "SELECT sum(state = ?), min(CASE WHEN state = ? THEN start END),"
             " sum(state = ?), sum(state = ?) FROM uploads",
@@ -110,6 +188,24 @@ class OutboxMixin:
         row = self.conn.execute("SELECT flags FROM uploads WHERE sensor_id = ? AND start = ?",
                                 (sensor_id, start)).fetchone()
         return json.loads(row[0]) if row and row[0] else None
+
+    def outbox_flags_of(self, items: Iterable[OutboxRow]) -> dict[tuple[str, int], list[str]]:
+        """The flags stored with each of ``items`` that has any, by (sensor_id, start): one
+        range query per sensor."""
+        spans: dict[str, tuple[int, int]] = {}
+        for r in items:
+            lo, hi = spans.get(r.sensor_id, (r.start, r.start))
+            spans[r.sensor_id] = (min(lo, r.start), max(hi, r.start))
+        out, parsed = {}, {}  # a few distinct flag lists: each parsed once
+        for sid, (lo, hi) in spans.items():
+            for start, flags in self.conn.execute(
+                    "SELECT start, flags FROM uploads WHERE sensor_id = ? AND start >= ?"
+                    " AND start <= ? AND flags IS NOT NULL", (sid, lo, hi)):
+                if flags not in parsed:
+                    parsed[flags] = json.loads(flags) if flags else []
+                if parsed[flags]:
+                    out[(sid, start)] = list(parsed[flags])
+        return out
 
     def outbox_row(self, sensor_id: str, start: int) -> OutboxRow | None:
         """The outbox total of one sensor's period, or None."""

@@ -72,6 +72,13 @@ class PlacementMixin:
             "SELECT 1 FROM time_estimated WHERE sensor_id = ? AND start > ? AND start < ? LIMIT 1",
             (sensor_id, start - BUCKET_S, end)).fetchone() is not None
 
+    def time_estimated_buckets(self, lo: float, hi: float) -> list[tuple[str, int]]:
+        """(sensor_id, bucket start) of the time-estimated buckets overlapping [lo, hi) (UTC s),
+        sorted by sensor and start."""
+        return [(sid, int(start)) for sid, start in self.conn.execute(
+            "SELECT sensor_id, start FROM time_estimated WHERE start > ? AND start < ?"
+            " ORDER BY sensor_id, start", (lo - BUCKET_S, hi))]
+
     def place_unplaced(self, *, boot_id: str, offset: float, now: float) -> Placement:
         """Move every unplaced pulse and run into place, in one transaction.
 
