@@ -48,3 +48,7 @@ class AnnotationError(KioskError, ValueError):
 
 class ImportFileError(KioskError, ValueError):
     "An import file has bad rows, or conflicts with the database; nothing was imported"
+
+
+class WebError(KioskError, ValueError):
+    "The dashboard (kiosk web) cannot start as configured, or its password cannot be set"
