@@ -289,15 +289,16 @@ UPLOAD_KEYS = _keys(
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port); raises :class:`ValueError`."""
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port); raises :class:`ValueError`.
+    Port 0 means any free port (the server says which)."""
     if not isinstance(text, str):
         raise ValueError("expected HOST:PORT such as 127.0.0.1:8080")
     m = re.fullmatch(r"\s*(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})\s*", text)
     if not m:
         raise ValueError("expected HOST:PORT such as 127.0.0.1:8080 or [::1]:8080")
     port = int(m.group(3))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is not 1-65535")
+    if port > 65535:
+        raise ValueError(f"port {port} is not 0-65535")
     return m.group(1) or m.group(2), port
 
 
