@@ -20,12 +20,12 @@ PASSWORD = "correct horse battery"
 
 
 def web_config(tmp_path: Path, db: Path, *, web: str = "", sensors: str = "",
-               password: bool = True) -> Path:
+               password: bool = True, flush: float | None = None) -> Path:
     """A config with the 4 sensors of tests.webdata (simulated: never started here) and a
     ``[web]`` section (a password file with :data:`PASSWORD` unless ``password=False``)."""
     from tests.webdata import SENSORS
 
-    text = DEVICE_SECTION + storage_section(db)
+    text = DEVICE_SECTION + storage_section(db, flush)
     text += sensors or "".join(f'\n[[sensors]]\nid = "{s}"\ntype = "simulated"\n' for s in SENSORS)
     if password:
         from kiosk.web.security import write_password
