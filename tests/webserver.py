@@ -42,13 +42,13 @@ def web_config(tmp_path: Path, db: Path, *, web: str = "", sensors: str = "",
 class WebServer:
     """The dashboard process; ``url`` is its base address once it serves."""
 
-    def __init__(self, config: Path, tmp_path: Path, *args: str) -> None:
+    def __init__(self, config: Path, tmp_path: Path, *args: str, wrap: tuple[str, ...] = ()) -> None:
         self.log_path = tmp_path / f"web-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("KIOSK_CONFIG", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kiosk", "web", "--config", str(config),
+            [*wrap, sys.executable, "-m", "kiosk", "web", "--config", str(config),
              "--listen", "127.0.0.1:0", *args],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = self._wait_url()

@@ -3,6 +3,7 @@ login itself.  Writes go through :mod:`kiosk.annotations`, as ``kiosk annotate``
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -26,22 +27,20 @@ READ_ONLY = ("This dashboard may only read the database (the kiosk-web service's
 
 @contextmanager
 def _writer() -> Any:
-    """A writing connection for one change; a database the process may not write gives
-    403 with :data:`READ_ONLY`."""
+    """A writing connection for one change; a database this process may not write (the
+    kiosk-web unit's read-only default) gives 403 with :data:`READ_ONLY`."""
     from kiosk.store import Store
 
     s = settings()
     store().close()  # the reader of this request is done
     g.pop("store", None)
+    folder = os.path.dirname(os.path.abspath(s.db_path))
+    if not (os.access(s.db_path, os.W_OK) and os.access(folder, os.W_OK)):
+        abort(403, READ_ONLY)
     try:
-        w = Store.open_reader(s.db_path)  # never create a database from the dashboard
-        w.close()
         w = Store.open(s.db_path)
-    except (StorageError, sqlite3.OperationalError) as e:
-        if "readonly" in str(e).replace("-", "").replace(" ", "").lower() or \
-                "permission" in str(e).lower():
-            abort(403, READ_ONLY)
-        raise
+    except StorageError as e:
+        abort(403, f"{READ_ONLY} ({e})")
     try:
         yield w
     except sqlite3.OperationalError as e:
