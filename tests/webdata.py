@@ -13,9 +13,10 @@ SENSORS = ("door-east", "door-north", "door-south", "door-west")
 
 
 def year_db(path: Path, now: float, *, days: int = 366, sensors: tuple[str, ...] = SENSORS,
-            seed: int = 1, stopped: bool = True) -> Path:
-    """A database counted from ``days`` days before ``now`` until ``now`` (buckets of
-    8:00-20:00 UTC+2-ish with visits, the rest zero-less), the run ended at ``now``."""
+            seed: int = 1, stopped: bool = True, all_day: bool = False) -> Path:
+    """A database counted from ``days`` days before ``now`` until ``now``: buckets of
+    8:00-20:00 local (UTC+2) with visits (``all_day``: every bucket of the day, the worst
+    case for the SQL), one run over the whole time (ended at ``now`` if ``stopped``)."""
     rnd = random.Random(seed)
     store = Store.open(path)
     start = int(now - days * 86400) // 900 * 900
@@ -23,7 +24,7 @@ def year_db(path: Path, now: float, *, days: int = 366, sensors: tuple[str, ...]
     t = start
     while t < now - 900:
         hour = (t // 3600 + 2) % 24
-        if 8 <= hour < 20:
+        if all_day or 8 <= hour < 20:
             for sid in sensors:
                 rows.append((sid, t, rnd.randint(5, 60), rnd.randint(5, 60), float(t + 900)))
         t += 900
