@@ -53,13 +53,20 @@ def hash_password(password: str) -> str:
 
 
 def write_password(path: str, password: str) -> None:
-    """Write the hash of ``password`` to ``path`` (mode 0640, replaced atomically)."""
+    """Write the hash of ``password`` to ``path`` (mode 0640, replaced atomically).
+
+    The file takes the group of its directory (``/etc/kiosk`` is ``root:kiosk``), so the
+    dashboard's user in group kiosk can read it when root writes it."""
     if len(password) < MIN_PASSWORD:
         raise WebError(f"the password is too short: at least {MIN_PASSWORD} characters")
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.fchown(fd, -1, os.stat(target.parent).st_gid)
+        except OSError:
+            pass  # not ours to give away: the file keeps the writer's group
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(hash_password(password) + "\n")
             f.flush()
