@@ -243,3 +243,39 @@ def test_flask_loads_only_for_kiosk_web(tmp_path):
     for argv in (["--help"], *([c, "--help"] for c in _commands())):
         loaded = _loaded_after(argv, tmp_path)
         assert not loaded & web_libs, (argv, sorted(loaded & web_libs))
+
+
+def test_tls_with_cert_file_and_key_file(tmp_path, web, year):
+    import shutil
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
+                   timeout=60)
+    s = web(web_config(tmp_path, year, web=f'cert_file = "{cert}"\nkey_file = "{key}"\n'))
+    assert s.url.startswith("https://127.0.0.1:")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    with urllib.request.urlopen(s.url + "/login", context=ctx, timeout=30) as r:
+        assert r.status == 200
+        assert "Secure" in r.headers["Set-Cookie"] and "max-age" in r.headers["Strict-Transport-Security"]
+        assert "Log in" in r.read().decode()
+    with pytest.raises(OSError):  # plain HTTP is not served on the TLS port
+        urllib.request.urlopen(s.url.replace("https:", "http:") + "/login", timeout=10)
+    with pytest.raises(urllib.error.URLError):  # and an untrusted client refuses it
+        urllib.request.urlopen(s.url + "/login", context=ssl.create_default_context(), timeout=10)
+    assert "Traceback" not in s.output()
+
+
+def test_tls_with_a_missing_key_is_a_clear_error(tmp_path, year):
+    cfg = web_config(tmp_path, year,
+                     web='cert_file = "/nonexistent/c.pem"\nkey_file = "/nonexistent/k.pem"\n')
+    r = subprocess.run([sys.executable, "-m", "kiosk", "web", "--config", str(cfg),
+                        "--listen", "127.0.0.1:0"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 1 and "cannot load the TLS certificate /nonexistent/c.pem" in r.stderr
+    assert "Traceback" not in r.stderr
