@@ -56,7 +56,11 @@ def web(config_path: str | None, db_path: str | None, listen: str | None, set_pa
         raise WebError("; ".join(p.text for p in problems))
     host, _port = parse_listen(listen)
     from kiosk.web import Settings, create_app
+    from kiosk.web.security import password_problem
     from kiosk.web.server import serve
+
+    if pw_file and (problem := password_problem(pw_file)):
+        click.echo(f"kiosk web: warning: nobody can log in: {problem}", err=True)
 
     app = create_app(Settings(db_path=path, tz=ZoneInfo(tz.key if tz else DEFAULT_TIMEZONE),
                               config=cfg, password_file=pw_file, public_read=wc.public_read,
