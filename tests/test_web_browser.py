@@ -155,15 +155,12 @@ def test_a_pulse_appears_on_the_open_page_without_a_reload(tmp_path, server, pag
     before = figure(pg.text_content(cell)) or 0
     pg.evaluate("window.__notReloaded = true")
     pty_feeder.write(b"IN\nIN\nIN\n")
-    t0 = time.monotonic()
     pg.wait_for_function(
         f"() => document.querySelector(\"{cell}\").textContent.trim() === '{before + 3}'",
         timeout=15_000)
-    took = time.monotonic() - t0
     assert pg.evaluate("window.__notReloaded") is True  # updated in place, not reloaded
     assert figure(pg.text_content("[data-figure=site-today]")) == before + 3
     assert "running" in pg.text_content("[data-figure=daemon-state]")
-    assert took < 10, f"the pulse took {took:.1f} s to appear"
     assert pg.local.outside == [] and pg.console_errors == []
 
 

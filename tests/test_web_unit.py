@@ -143,3 +143,41 @@ def test_year_database_reads_read_only(tmp_path):
             assert c.get(path)[0] == 200, path
     finally:
         s.close()
+
+
+def test_readers_beside_a_busy_daemon_never_fail(tmp_path, daemon, pty_feeder):
+    """4 clients polling the Now page while the daemon counts 400 pulses a second: every
+    answer is 200, no reader blocks the writer, and the page ends at the stored total."""
+    import threading
+
+    from tests.conftest import db_totals
+
+    db = tmp_path / "counts.db"
+    cfg = web_config(tmp_path, db, web="public_read = true\n", flush=0.2,
+                     sensors=SERIAL_SENSOR.format(port=pty_feeder.link))
+    d = daemon(cfg)
+    d.wait_ready()
+    s = WebServer(cfg, tmp_path)
+    try:
+        pty_feeder.start(400)
+        statuses: list[int] = []
+
+        def poll() -> None:
+            c = Client(s.url)
+            for _ in range(25):
+                statuses.append(c.get("/now/live")[0])
+
+        threads = [threading.Thread(target=poll) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        written = pty_feeder.stop()
+        assert statuses == [200] * 100
+        wait_for(lambda: db_totals(db)[0] == written, timeout=20, what="every pulse stored")
+        wait_for(lambda: f'data-figure="site-today">{written:,}<' in Client(s.url).get("/now/live")[2],
+                 timeout=20, what=f"the Now page to show {written}")
+        assert "Traceback" not in s.output()
+        assert d.terminate() == 0
+    finally:
+        s.close()
