@@ -181,3 +181,26 @@ def test_readers_beside_a_busy_daemon_never_fail(tmp_path, daemon, pty_feeder):
         assert d.terminate() == 0
     finally:
         s.close()
+
+
+def test_read_only_dashboard_after_the_daemon_was_killed(tmp_path, daemon, pty_feeder):
+    """kill -9 leaves -wal and -shm behind; the read-only dashboard still reads the counts."""
+    from tests.conftest import db_totals
+
+    data = tmp_path / "state"
+    data.mkdir()
+    db = data / "counts.db"
+    cfg = web_config(tmp_path, db, web="public_read = true\n", flush=0.2,
+                     sensors=SERIAL_SENSOR.format(port=pty_feeder.link))
+    d = daemon(cfg)
+    d.wait_ready()
+    pty_feeder.write(b"IN 7\n")
+    wait_for(lambda: db_totals(db)[0] == 7, timeout=15, what="7 stored")
+    d.kill9()
+    assert Path(str(db) + "-wal").exists()
+    s = WebServer(cfg, tmp_path, wrap=_read_only_wrap(data))
+    try:
+        body = Client(s.url).get("/now/live")[2]
+        assert 'data-figure="site-today">7<' in body and "stopped" in body
+    finally:
+        s.close()
