@@ -288,9 +288,46 @@ UPLOAD_KEYS = _keys(
     _num_key("max_backoff_s", 3600.0, "seconds", 0, 86400, lo_open=True,
              doc="cap of the retry backoff, seconds (≤ 1 day)"),
 )
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port); raises :class:`ValueError`.
+    Port 0 means any free port (the server says which)."""
+    if not isinstance(text, str):
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:8080")
+    m = re.fullmatch(r"\s*(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})\s*", text)
+    if not m:
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:8080 or [::1]:8080")
+    port = int(m.group(3))
+    if port > 65535:
+        raise ValueError(f"port {port} is not 0-65535")
+    return m.group(1) or m.group(2), port
+
+
+def _listen(value: str) -> str:
+    try:
+        parse_listen(value)
+    except ValueError as e:
+        raise ValueError("" if str(e).startswith("expected") else str(e)) from None
+    return value.strip()
+
+
 REPORT_KEYS = _keys(
     Key("visits", (str,), "in", "'in' or 'in+out/2'", _one_of("in", "in+out/2"),
         "'in' counts entries; 'in+out/2' halves both directions for sensors without direction"),
+)
+
+WEB_KEYS = _keys(
+    Key("listen", (str,), "127.0.0.1:8080", "HOST:PORT such as 127.0.0.1:8080", _listen,
+        "address of `kiosk web`; anything but loopback needs password_file"),
+    Key("password_file", (str,), None, "a path to the file `kiosk web --set-password` writes",
+        None, "scrypt hash of the dashboard password (no file: no login, so no writes)"),
+    Key("public_read", (bool,), False, "true or false", None,
+        "let anyone who can reach the dashboard read it without a login (writes always need one)"),
+    Key("cert_file", (str,), None, "a path to a PEM certificate (chain)", None,
+        "serve HTTPS with this certificate (with key_file)"),
+    Key("key_file", (str,), None, "a path to the PEM private key of cert_file", None,
+        "the private key of cert_file"),
 )
 
 _PIN_EXPECTED = "a BCM pin number 0-27 such as 17, or a name such as 'GPIO17' or 'BCM17'"
@@ -489,6 +526,35 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """``[web]``: the dashboard (``kiosk web``); see :data:`WEB_KEYS`."""
+
+    listen: str = WEB_KEYS["listen"].default
+    password_file: str | None = WEB_KEYS["password_file"].default
+    public_read: bool = WEB_KEYS["public_read"].default
+    cert_file: str | None = WEB_KEYS["cert_file"].default
+    key_file: str | None = WEB_KEYS["key_file"].default
+
+
+def web_problems(listen: str, password_file: str | None, cert_file: str | None,
+                 key_file: str | None) -> list[KeyProblem]:
+    """Checks spanning several ``[web]`` keys (also applied to ``kiosk web --listen``)."""
+    problems = []
+    try:
+        host, _port = parse_listen(listen)
+    except ValueError as e:
+        return [KeyProblem("listen", str(e))]
+    if not is_loopback(host) and not password_file:
+        problems.append(KeyProblem(
+            "password_file", f"listen {listen!r} is reachable from the network: set "
+                             f"password_file and write it with `kiosk web --set-password`"))
+    if (cert_file is None) != (key_file is None):
+        problems.append(KeyProblem("cert_file" if cert_file is None else "key_file",
+                                   "cert_file and key_file go together: give both or neither"))
+    return problems
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceConfig
     storage: StorageConfig
@@ -496,6 +562,7 @@ class Config:
     upload: UploadConfig | None = None
     report: ReportConfig = ReportConfig()
     source: str = "<embedded>"
+    web: WebConfig = WebConfig()
 
     @property
     def all_simulated(self) -> bool:
@@ -534,6 +601,7 @@ def load_embedded_demo(db_path: str) -> Config:
         upload=cfg.upload,
         report=cfg.report,
         source=cfg.source,
+        web=cfg.web,
     )
 
 
@@ -586,7 +654,7 @@ class _Validator:
         return opts
 
     def config(self, data: dict[str, Any]) -> Config:
-        known = {"device", "storage", "sensors", "upload", "report"}
+        known = {"device", "storage", "sensors", "upload", "report", "web"}
         for key in data:
             if key not in known:
                 self.problem(key, f"unknown section; expected one of: {', '.join(sorted(known))}")
@@ -595,9 +663,10 @@ class _Validator:
         sensors = self.sensors(data.get("sensors"))
         upload = self.upload(data["upload"]) if "upload" in data else None
         report = self.report(self.section(data, "report"))
+        web = self.web(self.section(data, "web"))
         if self.problems:
             raise ConfigError(self.problems, path=self.source)
-        return Config(device, storage, tuple(sensors), upload, report, self.source)
+        return Config(device, storage, tuple(sensors), upload, report, self.source, web)
 
     def section(self, data: dict, name: str, *, required: bool = False) -> dict:
         value = data.get(name)
@@ -701,6 +770,19 @@ class _Validator:
     def report(self, data: dict) -> ReportConfig:
         opts = self.table(data, "[report]", REPORT_KEYS)
         return ReportConfig(**opts) if len(opts) == len(REPORT_KEYS) else ReportConfig()
+
+    def web(self, data: dict) -> WebConfig:
+        return _web_section(self, data)
+
+
+def _web_section(v: _Validator, data: dict) -> WebConfig:
+    opts = v.table(data, "[web]", WEB_KEYS)
+    if len(opts) != len(WEB_KEYS):
+        return WebConfig()
+    for p in web_problems(opts["listen"], opts["password_file"], opts["cert_file"],
+                          opts["key_file"]):
+        v.problem(f"[web] {p.key}", p.text)
+    return WebConfig(**opts)
 
 
 def is_loopback(host: str) -> bool:

@@ -64,3 +64,7 @@ class TokenFileError(UploadError):
 
 class ReceiverError(KioskError, OSError):
     "The reference receiver could not start (its port is in use, or may not be bound)"
+
+
+class WebError(KioskError, ValueError):
+    "The dashboard (kiosk web) cannot start as configured, or its password cannot be set"

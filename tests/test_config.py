@@ -45,6 +45,7 @@ def test_example_config_documents_every_key():
     keys = {k for opts in config.SENSOR_KEYS.values() for k in opts}
     keys |= set(config.StorageConfig.__dataclass_fields__)
     keys |= set(config.UploadConfig.__dataclass_fields__) | {"visits", "timezone", "site"}
+    keys |= set(config.WebConfig.__dataclass_fields__)
     missing = [k for k in keys if f"{k} =" not in text]
     assert not missing, f"keys not documented in the example config: {missing}"
 

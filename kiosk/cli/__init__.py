@@ -97,11 +97,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from kiosk.cli import counting, data, report, staff, uploads
+    from kiosk.cli import counting, data, report, staff, uploads, web
 
     for command in (counting.run, counting.demo, counting.check_config, data.status, data.export,
                     uploads.sync, uploads.receiver, report.report_command, staff.log_command,
-                    staff.import_command, staff.annotate_command):
+                    staff.import_command, staff.annotate_command, web.web):
         cli.add_command(command)
 
 

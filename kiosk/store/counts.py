@@ -277,23 +277,30 @@ class CountsMixin:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def sensor_ids(self) -> list[str]:
-        """Every sensor id with counts or state, sorted."""
-        # a skip-scan of the primary key (sensor_id, start): one index seek per sensor,
-        # not a pass over every bucket (a DISTINCT read all of a two-year import)
+        """Every sensor id with counts or state, sorted.
+
+        The ids in ``counts`` are found by skipping along its primary key (one lookup per
+        sensor), not by reading every bucket: a year of 4 sensors is 140,000 rows."""
         rows = self.conn.execute(
-            "WITH RECURSIVE ids(id) AS (SELECT min(sensor_id) FROM counts UNION ALL"
-            " SELECT (SELECT min(sensor_id) FROM counts WHERE sensor_id > ids.id) FROM ids"
-            " WHERE ids.id IS NOT NULL)"
-            " SELECT id FROM ids WHERE id IS NOT NULL UNION SELECT sensor_id FROM sensors ORDER BY 1"
+            "WITH RECURSIVE ids(id) AS ("
+            " SELECT (SELECT min(sensor_id) FROM counts)"
+            " UNION ALL SELECT (SELECT min(sensor_id) FROM counts WHERE sensor_id > ids.id)"
+            " FROM ids WHERE ids.id IS NOT NULL)"
+            " SELECT sensor_id FROM sensors UNION SELECT id FROM ids WHERE id IS NOT NULL ORDER BY 1"
         ).fetchall()
         return [r[0] for r in rows]
 
     def totals_between(self, since: float, until: float) -> dict[str, tuple[int, int]]:
-        """Per sensor (in, out) summed over buckets starting in [since, until)."""
+        """Per sensor (in, out) summed over buckets starting in [since, until) (read per
+        sensor along the primary key, not by scanning every bucket)."""
+        ids = self.sensor_ids()
+        if not ids:
+            return {}
         rows = self.conn.execute(
             "SELECT sensor_id, sum(in_count), sum(out_count) FROM counts"
-            " WHERE start >= ? AND start < ? GROUP BY sensor_id",
-            (since, until),
+            f" WHERE sensor_id IN ({', '.join('?' * len(ids))}) AND start >= ? AND start < ?"
+            " GROUP BY sensor_id",
+            (*ids, since, until),
         ).fetchall()
         return {s: (int(i), int(o)) for s, i, o in rows}
 
