@@ -375,3 +375,34 @@ def test_unchanged_totals_cost_no_write_and_a_restart_reads_them(writer, store, 
     w2.forget_totals("b")  # the sensor now counts events
     assert w2.pending and w2.flush() is True
     assert store.serial_totals() == {}
+
+
+def test_the_dashboards_annotator_writes_annotations_and_nothing_else(tmp_path):
+    """Store.open_annotator: an SQLite authorizer allows rows in annotations and journal
+    only; counts, uploads and the schema are refused, and nothing is created."""
+    import sqlite3
+    from zoneinfo import ZoneInfo
+
+    from kiosk.annotations import add, delete
+    from kiosk.exc import StorageError
+
+    db = tmp_path / "counts.db"
+    with pytest.raises(StorageError, match="no database yet"):
+        Store.open_annotator(db)
+    assert not db.exists()
+    Store.open(db).close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with Store.open_annotator(db) as s:
+        aid = add(s, start=1_790_000_000, end=1_790_003_600, kind="closed", note="holiday",
+                  sensor_id=None, tz=ZoneInfo("Europe/Helsinki"), now=1_790_000_000)
+        delete(s, aid, tz=ZoneInfo("Europe/Helsinki"), now=1_790_000_100)
+        for sql in ("INSERT INTO counts (sensor_id, start, in_count, out_count, updated_at)"
+                    " VALUES ('a', 0, 1, 0, 0)", "DELETE FROM uploads", "UPDATE runs SET pid = 1",
+                    "DROP TABLE annotations", "CREATE TABLE x (a)"):
+            with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+                s.conn.execute(sql)
+    with Store.open_reader(db) as s:
+        assert s.conn.execute("SELECT count(*) FROM annotations").fetchone()[0] == 1
+        assert s.conn.execute("SELECT count(*) FROM counts").fetchone()[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) \
+        == [n for n in before if not n.endswith(("-wal", "-shm"))]

@@ -1,5 +1,6 @@
-"""systemd/kiosk-web.service, and the dashboard on a read-only database as that unit
-gives it (the database's directory mounted read-only in a private mount namespace)."""
+"""systemd/kiosk-web.service, and the dashboard on a read-only database as a drop-in with
+ReadOnlyPaths= gives it (the database's directory mounted read-only in a private mount
+namespace)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,9 @@ def test_unit_runs_kiosk_web_as_its_own_user_in_group_kiosk(unit):
 
 def test_unit_reads_the_database_and_cannot_see_the_token(unit):
     svc = unit["Service"]
-    assert svc["ProtectSystem"] == ["strict"] and svc["ReadOnlyPaths"] == ["/var/lib/kiosk"]
-    # nothing makes the state directory writable (StateDirectory= would even chown it)
-    assert "ReadWritePaths" not in svc and "StateDirectory" not in svc
+    assert svc["ProtectSystem"] == ["strict"] and svc["ReadWritePaths"] == ["/var/lib/kiosk"]
+    # the daemon owns the directory (StateDirectory= would chown it to kiosk-web)
+    assert "ReadOnlyPaths" not in svc and "StateDirectory" not in svc
     assert svc["TemporaryFileSystem"] == ["/etc/kiosk:ro"]
     bound = " ".join(svc["BindReadOnlyPaths"])
     assert "/etc/kiosk/kiosk.toml" in bound and "token" not in bound
@@ -83,7 +84,7 @@ def test_unit_verify_is_clean(tmp_path):
 
 def _read_only_wrap(directory: Path) -> tuple[str, ...]:
     """A command prefix running the rest with ``directory`` mounted read-only (a private
-    mount namespace, as the unit's ReadOnlyPaths=)."""
+    mount namespace, as a ReadOnlyPaths= drop-in)."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare to mount the database read-only")
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30)

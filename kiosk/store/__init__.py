@@ -196,6 +196,30 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin, TotalsMixin, Pla
                         path, ", ".join(pending))
         return store
 
+    @classmethod
+    def open_annotator(cls, path: str | os.PathLike[str]) -> Store:
+        """Open an existing, migrated database to add or delete annotations only (the web
+        dashboard): never creates, migrates or reserves anything, and an SQLite authorizer
+        refuses every write to a table but ``annotations`` and ``journal``, and every change
+        of the schema, so a fault in the dashboard cannot touch the counts."""
+        path = str(path)
+        if not Path(path).exists():
+            raise StorageError(f"{path}: no database yet; it is created when `kiosk run` starts")
+        try:
+            conn = _connect(path)
+            conn.set_authorizer(_annotations_only)
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+            if not is_kiosk_database(db):
+                raise StorageError(f"{path}: not a kiosk database (no counts table)")
+            pending = pending_migrations(db)
+        except sqlite3.DatabaseError as e:
+            raise StorageError(_explain(path, e)) from e
+        if pending:
+            conn.close()
+            raise StorageError(f"{path}: made by an older kiosk (missing {', '.join(pending)}); "
+                               f"start the daemon once (`kiosk run` migrates it)")
+        return cls(db, path)
+
     def close(self) -> None:
         self.conn.close()
 
@@ -253,6 +277,29 @@ class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin, TotalsMixin, Pla
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` answer (``ok`` when sound)."""
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+#: The tables :meth:`Store.open_annotator` may write.
+ANNOTATOR_TABLES = frozenset({"annotations", "journal"})
+_ROW_WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+_SCHEMA_CHANGES = frozenset({
+    sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_TRIGGER,
+    sqlite3.SQLITE_CREATE_VIEW, sqlite3.SQLITE_CREATE_TEMP_TABLE, sqlite3.SQLITE_CREATE_TEMP_INDEX,
+    sqlite3.SQLITE_CREATE_TEMP_TRIGGER, sqlite3.SQLITE_CREATE_TEMP_VIEW, sqlite3.SQLITE_DROP_TABLE,
+    sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_DROP_VIEW,
+    sqlite3.SQLITE_DROP_TEMP_TABLE, sqlite3.SQLITE_DROP_TEMP_INDEX, sqlite3.SQLITE_DROP_TEMP_TRIGGER,
+    sqlite3.SQLITE_DROP_TEMP_VIEW, sqlite3.SQLITE_ALTER_TABLE, sqlite3.SQLITE_ATTACH,
+    sqlite3.SQLITE_DETACH})
+
+
+def _annotations_only(action: int, arg1: str | None, _arg2: str | None, _db: str | None,
+                      _source: str | None) -> int:
+    """SQLite authorizer of :meth:`Store.open_annotator`."""
+    if action in _ROW_WRITES and arg1 not in ANNOTATOR_TABLES:
+        return sqlite3.SQLITE_DENY
+    if action in _SCHEMA_CHANGES:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
 
 
 def _storage_error(path: str, e: sqlite3.DatabaseError) -> StorageError:

@@ -19,16 +19,17 @@ from kiosk.web.security import check_password, new_token, password_problem
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME = re.compile(r"\d{2}:\d{2}")
-READ_ONLY = ("This dashboard may only read the database (the kiosk-web service's default). "
-             "To add and delete annotations here, give it write access: "
-             "`sudo systemctl edit kiosk-web`, add [Service] ReadWritePaths=/var/lib/kiosk, "
-             "then restart it; or use `kiosk annotate` on the device.")
+READ_ONLY = ("This dashboard may only read the database here (its service was made "
+             "read-only, e.g. by a drop-in with ReadOnlyPaths=/var/lib/kiosk). To add and "
+             "delete annotations here, remove that (`sudo systemctl edit kiosk-web`) and "
+             "restart it; or use `kiosk annotate` on the device.")
 
 
 @contextmanager
 def _writer() -> Any:
-    """A writing connection for one change; a database this process may not write (the
-    kiosk-web unit's read-only default) gives 403 with :data:`READ_ONLY`."""
+    """A connection for one change that may write annotations and journal lines only
+    (:meth:`~kiosk.store.Store.open_annotator`); a database this process may not write (a
+    kiosk-web unit made read-only by a drop-in) gives 403 with :data:`READ_ONLY`."""
     from kiosk.store import Store
 
     s = settings()
@@ -38,7 +39,7 @@ def _writer() -> Any:
     if not (os.access(s.db_path, os.W_OK) and os.access(folder, os.W_OK)):
         abort(403, READ_ONLY)
     try:
-        w = Store.open(s.db_path)
+        w = Store.open_annotator(s.db_path)  # annotations and journal only
     except StorageError as e:
         abort(403, f"{READ_ONLY} ({e})")
     try:
