@@ -145,7 +145,7 @@ def test_no_room_at_all_is_said_while_it_lasts_and_the_loss_is_journalled(
     assert "NOW: the daemon cannot write the database" in log, log
     assert d.terminate() == 1, d.output()
     assert "450 in, 50 out (500 pulse messages" in d.output()
-    record = json.loads(open(health_path(str(db))).read())
+    record = json.loads(Path(health_path(str(db))).read_text())
     assert record["lost"]["visitors_in"] == 450 and record["lost"]["visitors_out"] == 50
     assert db_totals(db) == (100, 0)
     filler.unlink()  # someone frees space; the service starts again
@@ -154,6 +154,6 @@ def test_no_room_at_all_is_said_while_it_lasts_and_the_loss_is_journalled(
     log = kiosk("log", "--db", str(db), "--kind", "counts-lost").stdout
     assert "450 in and 50 out (500 pulse messages counted between" in log, log
     assert "disk is full" in log
-    assert json.loads(open(health_path(str(db))).read() or "{}") == {}
+    assert json.loads(Path(health_path(str(db))).read_text() or "{}") == {}
     assert d2.terminate() == 0, d2.output()
     assert integrity(db) == "ok"
