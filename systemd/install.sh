@@ -358,7 +358,11 @@ if [[ ! -d $R_ETC ]]; then
         run install -d -m 0750 "$R_ETC"
     fi
 fi
-if [[ -e $R_CONFIG ]]; then
+if [[ $DRY_RUN -eq 1 && -d $R_ETC && ! -x $R_ETC ]]; then
+    # /etc/kiosk is root:kiosk 0750: a dry run by someone else cannot look inside.
+    say "cannot look into $R_ETC as $(id -un) (only root and group $SERVICE_USER can); an existing"
+    say "  configuration there is kept (never overwritten); sudo --dry-run gives the exact plan"
+elif [[ -e $R_CONFIG ]]; then
     say "keeping the existing configuration $R_CONFIG (never overwritten)"
 else
     would "install the example configuration as $R_CONFIG: edit it, then restart kiosk"
@@ -377,6 +381,7 @@ if [[ -z $ROOT && $EUID -eq 0 ]]; then
     check=(runuser -u "$SERVICE_USER" -- "${check[@]}")
 fi
 if [[ $DRY_RUN -eq 1 ]]; then
+    [[ ! -d $R_ETC || -x $R_ETC ]] || check=(sudo -u "$SERVICE_USER" "${check[@]}")
     run "${check[@]}"
 elif ! output=$(cd / && "${check[@]}" 2>&1); then
     printf '%s\n' "$output" >&2
@@ -388,7 +393,7 @@ fi
 
 # Where the upload token goes (in a dry run: the example's, if it would be installed).
 token_src=$R_CONFIG
-[[ -e $token_src ]] || token_src=$CONFIG_SRC
+[[ -e $token_src || ( -d $R_ETC && ! -x $R_ETC ) ]] || token_src=$CONFIG_SRC
 token_file=$(
     "$PYTHON" -c 'import sys, tomllib
 try:
@@ -412,7 +417,7 @@ if [[ -n $token_file && ! -s $ROOT$token_file ]]; then
         say "uploads wait for the token from the statistics team.  It goes in $token_file:"
         say "  sudo install -m 0640 -o root -g $SERVICE_USER /dev/null $token_file"
         say "  sudoedit $token_file      # paste the token, save"
-        say "  sudo systemctl reload kiosk"
+        say "  sudo -u $SERVICE_USER kiosk sync   # send the counts waiting so far, now"
     fi
 fi
 
@@ -454,7 +459,11 @@ else
             would "restart $UNIT_NAME to run the new version"
             run systemctl restart "$UNIT_NAME" || true
         else
-            say "$UNIT_NAME is running and up to date; not restarting it"
+            if [[ $DRY_RUN -eq 1 ]]; then
+                say "would leave $UNIT_NAME as it runs: it is up to date"
+            else
+                say "$UNIT_NAME is running and up to date; not restarting it"
+            fi
         fi
     else
         # reset-failed: a service stopped at its start limit may start again.
@@ -463,7 +472,7 @@ else
         run systemctl start "$UNIT_NAME" || true
     fi
     if [[ $DRY_RUN -eq 1 ]]; then
-        run systemctl enable "$UNIT_NAME"
+        systemctl is-enabled --quiet "$UNIT_NAME" 2>/dev/null || run systemctl enable "$UNIT_NAME"
     elif systemctl is-active --quiet "$UNIT_NAME"; then
         if ! systemctl is-enabled --quiet "$UNIT_NAME" 2>/dev/null; then
             run systemctl enable --quiet "$UNIT_NAME"

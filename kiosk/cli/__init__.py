@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from kiosk import __version__
+from kiosk import __version__, systemd
 from kiosk.cli.options import CONTEXT
 from kiosk.exc import ConfigError, KioskError
 
@@ -35,6 +35,8 @@ class KioskGroup(click.Group):
             if isinstance(e, ConfigError) and len(e.problems) > 1:
                 click.echo(f"{prio}kiosk: {len(e.problems)} problems in the configuration",
                            err=True)
+            # systemctl status keeps showing it after the service has failed.
+            systemd.status(f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             ctx.exit(2 if isinstance(e, ConfigError) else 1)
 
 
