@@ -722,3 +722,23 @@ def test_reload_helper_usage():
     result = subprocess.run([sys.executable, "-m", "kiosk.systemd", "reload", "x"], cwd=REPO,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "usage: python -m kiosk.systemd reload MAINPID" in result.stderr
+
+
+def test_a_failing_start_leaves_its_error_in_status(tmp_path):
+    """systemctl status keeps STATUS= after the service failed: the reason stays visible."""
+    sock_path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(os.fspath(sock_path))
+    sock.settimeout(10)
+    config = tmp_path / "kiosk.toml"
+    config.write_text("[storage]\nflush_interval_s = 'often'\n")
+    try:
+        result = subprocess.run([sys.executable, "-m", "kiosk", "run", "--config", os.fspath(config)],
+                                cwd=REPO, env={**os.environ, "NOTIFY_SOCKET": os.fspath(sock_path)},
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2, result.stderr
+        message = received(sock)
+    finally:
+        sock.close()
+    assert message.startswith(f"STATUS=failed: {config}: "), message
+    assert "\n" not in message

@@ -344,6 +344,14 @@ else fail "sync with the token:"; cat "$WORK/sync2.log" >&2; fi
 inside runuser -u kiosk -- kiosk check-config /etc/kiosk/kiosk.toml 2>&1 | grep -q warning \
     && fail "check-config still warns" || ok "check-config (as kiosk) has no warning now"
 inside systemctl stop test-receiver
+# Run from a terminal, install.sh asks for a missing token (script(1) gives it a pty).
+inside rm /etc/kiosk/token
+as_pi "printf 'typed-token\\n' | script -qec 'cd ~/kiosk && sudo ./systemd/install.sh --wheelhouse ~/wheelhouse' /dev/null" \
+    >"$WORK/install-tty.log" 2>&1 || true
+grep -q 'paste the upload token' "$WORK/install-tty.log" \
+    && [[ $(inside cat /etc/kiosk/token) == typed-token && $(inside stat -c '%U:%G %a' /etc/kiosk/token) == "root:kiosk 640" ]] \
+    && ok "in a terminal install.sh asked for the token and saved it root:kiosk 0640" \
+    || { fail "token prompt:"; sed 's/^/     | /' "$WORK/install-tty.log" >&2; }
 
 stage "a broken config stops at the start limit, with the error in journalctl -p err"
 put_config "${SIM_CONFIG/flush_interval_s = 60/flush_interval_s = \"often\"}"
@@ -388,6 +396,29 @@ as_pi 'cd ~/kiosk && sudo ./systemd/install.sh --wheelhouse ~/wheelhouse' >"$WOR
     && grep -q 'rebuild the venv in /opt/kiosk/venv: it was made for Python 3.10' "$WORK/install3.log" \
     && sctl is-active --quiet kiosk.service && ok "venv rebuilt and kiosk running: $(prop StatusText)" \
     || { fail "venv rebuild:"; sed 's/^/     | /' "$WORK/install3.log" >&2; }
+
+stage "a unit that cannot start is not enabled (a drop-in names a group that does not exist)"
+sctl disable --quiet --now kiosk.service
+inside mkdir -p /etc/systemd/system/kiosk.service.d
+printf '[Service]\nSupplementaryGroups=nosuchgroup\n' | inside sh -c 'cat > /etc/systemd/system/kiosk.service.d/50-test-group.conf'
+sctl daemon-reload
+if as_pi 'cd ~/kiosk && sudo ./systemd/install.sh --wheelhouse ~/wheelhouse' >"$WORK/install5.log" 2>&1; then
+    fail "install.sh succeeded with a unit that cannot start"
+else
+    grep -q 'kiosk.service did not start (see above); it is stopped and not enabled at boot' "$WORK/install5.log" \
+        && ok "install.sh exit 1: $(grep -m1 'did not start' "$WORK/install5.log" | cut -c1-90)…" \
+        || { fail "install.sh output:"; sed 's/^/     | /' "$WORK/install5.log" >&2; }
+fi
+grep -q '216/GROUP' "$WORK/install5.log" && ok "it showed systemctl status with 216/GROUP" || fail "no status shown"
+[[ $(sctl is-enabled kiosk.service 2>/dev/null || true) == disabled && $(prop ActiveState) != active ]] \
+    && ok "kiosk.service stays disabled and is not running ($(prop ActiveState))" \
+    || fail "is-enabled: $(sctl is-enabled kiosk.service 2>&1), $(prop ActiveState)"
+inside rm -r /etc/systemd/system/kiosk.service.d
+sctl daemon-reload
+as_pi 'cd ~/kiosk && sudo ./systemd/install.sh --wheelhouse ~/wheelhouse' >"$WORK/install6.log" 2>&1 \
+    && sctl is-enabled --quiet kiosk.service && sctl is-active --quiet kiosk.service \
+    && ok "drop-in gone: install.sh starts and enables it again" \
+    || { fail "recovery:"; sed 's/^/     | /' "$WORK/install6.log" >&2; }
 
 stage "install.sh run twice changes nothing and keeps the config"
 system_snapshot() {
