@@ -54,6 +54,7 @@ ROOTDIR=$WORK/root
 NSPAWN_PID=
 LEADER=
 FAILED=0
+MOUNTED=0
 
 # --- timing and reporting ---------------------------------------------------------
 T0=$(date +%s.%N)
@@ -116,6 +117,9 @@ poweroff() {
 cleanup() {
     local rc=$?
     poweroff
+    if [[ $MOUNTED -eq 1 ]]; then
+        umount "$ROOTDIR" || umount -l "$ROOTDIR" || true
+    fi
     if [[ ${KIOSK_SYSTEM_KEEP:-0} == 1 ]]; then
         echo "test-system: kept $WORK (console log: $WORK/console.log)"
     else
@@ -129,7 +133,13 @@ trap 'exit 130' INT TERM
 # --- 1. the root ----------------------------------------------------------------------
 stage "debian bookworm minbase root (cached in $KIOSK_SYSTEM_CACHE)"
 PRISTINE=$(cached_root bookworm "$(dpkg --print-architecture)" "$PACKAGES")
-cp -a "$PRISTINE" "$ROOTDIR"
+# This run's changes go to an overlay on the cached root (a copy where overlayfs is missing).
+mkdir -p "$ROOTDIR" "$WORK/upper" "$WORK/ovl"
+if mount -t overlay kiosk-test -o "lowerdir=$PRISTINE,upperdir=$WORK/upper,workdir=$WORK/ovl" "$ROOTDIR" 2>/dev/null; then
+    MOUNTED=1
+else
+    cp -a "$PRISTINE/." "$ROOTDIR"
+fi
 
 stage "prepare: CA certificates, user pi with sudo, the clone and the wheelhouse in /home/pi"
 # HTTPS on this network goes through an intercepting proxy; the root trusts what the host does.
