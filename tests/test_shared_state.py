@@ -114,7 +114,7 @@ def test_staff_status_while_stopped_creates_nothing_and_the_daemon_starts(state_
     wait_for(lambda: counted(db) > 0, timeout=30, what="first counts")
     stop_daemon(p)
     before = sorted(os.listdir(state))
-    assert before == ["counts.db", "counts.db.reserve"]  # a clean stop leaves no -wal/-shm
+    assert before == ["counts.db", "counts.db.health", "counts.db.reserve"]  # a clean stop leaves no -wal/-shm
     assert os.stat(db).st_gid == KIOSK_GID and os.stat(db).st_mode & 0o777 == 0o660
 
     r = staff(["status", "--db", str(db)])
@@ -150,4 +150,4 @@ def test_a_user_outside_the_group_gets_one_line(state_dir):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kiosk: error: "), r.stderr
     assert "group kiosk" in lines[0] or "permission" in lines[0].lower()
-    assert sorted(os.listdir(state)) == ["counts.db", "counts.db.reserve"]
+    assert sorted(os.listdir(state)) == ["counts.db", "counts.db.health", "counts.db.reserve"]

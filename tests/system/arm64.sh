@@ -12,7 +12,7 @@
 # systemd-container with apt when they are missing.  Not part of .ci/run (it
 # takes longer than CI's bound): run it for each release and record the result
 # in the README ("Tested on").
-# shellcheck disable=SC2016
+# shellcheck disable=SC2016,SC2317
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -44,7 +44,15 @@ echo "test-arm64: root ready after $((SECONDS - T0)) s"
 CACHE=$(dirname "$PRISTINE")
 KEY=$(sha256sum "$REPO/pyproject.toml" | cut -c1-12)
 WORK=$(mktemp -d /var/tmp/kiosk-arm64.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+ROOT64=$WORK/root
+mkdir -p "$ROOT64" "$WORK/upper" "$WORK/ovl"
+cleanup() {
+    umount "$ROOT64" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+# Changes go to an overlay on the cached root, which stays pristine.
+mount -t overlay kiosk-arm64 -o "lowerdir=$PRISTINE,upperdir=$WORK/upper,workdir=$WORK/ovl" "$ROOT64"
 
 # The venv lives in the cache, keyed by pyproject.toml; the root stays pristine.
 if [[ ! -f $CACHE/venv-$KEY/.complete ]]; then
@@ -55,7 +63,7 @@ if [[ ! -f $CACHE/venv-$KEY/.complete ]]; then
     # HTTPS here may pass an intercepting proxy: the root trusts the host's extra CAs.
     mkdir -p "$WORK/ca"
     cp /usr/local/share/ca-certificates/*.crt "$WORK/ca/" 2>/dev/null || true
-    systemd-nspawn --quiet --register=no -D "$PRISTINE" --volatile=overlay \
+    systemd-nspawn --quiet --register=no -D "$ROOT64" \
         --bind="$CACHE/venv-$KEY:/venv" --bind-ro="$WORK/ca:/usr/local/share/ca-certificates" \
         --bind-ro="$WORK/pyproject.toml:/tmp/pyproject.toml" /bin/sh -c '
         set -e
@@ -81,7 +89,7 @@ args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(-m "not slow" -q -p no:cacheprovider)
 T1=$SECONDS
 rc=0
-systemd-nspawn --quiet --register=no -D "$PRISTINE" --volatile=overlay \
+systemd-nspawn --quiet --register=no -D "$ROOT64" \
     --bind="$CACHE/venv-$KEY:/venv" --bind="$WORK/src:/src" --chdir=/src \
     --setenv=PYTHONPATH=/src --setenv=LC_ALL=C.UTF-8 \
     /bin/sh -c 'uname -m; /venv/bin/python --version; exec /venv/bin/python -m pytest "$@"' sh "${args[@]}" \
