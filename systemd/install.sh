@@ -299,27 +299,27 @@ fi
 has_lgpio() { "$R_VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("lgpio") is None)' 2>/dev/null; }
 
 CHANGED=0
-if [[ $NEW_VENV -eq 0 && -f $R_STAMP && $(cat "$R_STAMP") == "$stamp" ]] \
-    && { [[ $LGPIO_FROM == apt ]] || has_lgpio; }; then
+if [[ $NEW_VENV -eq 0 && -f $R_STAMP && $(cat "$R_STAMP") == "$stamp" ]]; then
     say "kiosk is already installed from these sources; not reinstalling"
 else
     would "install kiosk from a copy of $REPO_DIR into the venv"
     run "${pip[@]}" "$SRC" || die "pip could not install kiosk (see above)${WHEELHOUSE:+; is $WHEELHOUSE complete? (make wheelhouse)}"
-    if [[ $LGPIO_FROM == pip ]]; then
-        # >= 0.2: the 0.0.0.2 release on PyPI and piwheels is an empty stub.
-        would "install lgpio from ${WHEELHOUSE:-PyPI}"
-        if ! run "${pip[@]}" 'lgpio>=0.2'; then
-            arch=$(uname -m)
-            warn "no lgpio wheel for Python $PY_VERSION on $arch${WHEELHOUSE:+ in $WHEELHOUSE}: GPIO sensors"
-            warn "  cannot start until lgpio is installed (serial and simulated sensors work)."
-            warn "  On Raspberry Pi OS: sudo apt install python3-lgpio.  Elsewhere: build lg"
-            warn "  (https://github.com/joan2937/lg), then: sudo $VENV/bin/pip install 'lgpio>=0.2'"
-        fi
-    fi
     CHANGED=1
     if [[ $DRY_RUN -eq 0 ]]; then
         mkdir -p "$R_PREFIX"
         printf '%s\n' "$stamp" >"$R_STAMP"
+    fi
+fi
+if [[ $LGPIO_FROM == pip ]] && ! has_lgpio; then
+    # >= 0.2: the 0.0.0.2 release on PyPI and piwheels is an empty stub.
+    would "install lgpio from ${WHEELHOUSE:-PyPI}"
+    if run "${pip[@]}" 'lgpio>=0.2'; then
+        CHANGED=1
+    else
+        warn "no lgpio wheel for Python $PY_VERSION on $(uname -m)${WHEELHOUSE:+ in $WHEELHOUSE}: GPIO sensors"
+        warn "  cannot start until lgpio is installed (serial and simulated sensors work)."
+        warn "  On Raspberry Pi OS: sudo apt install python3-lgpio.  Elsewhere: build lg"
+        warn "  (https://github.com/joan2937/lg), then: sudo $VENV/bin/pip install 'lgpio>=0.2'"
     fi
 fi
 
