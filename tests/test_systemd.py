@@ -755,7 +755,7 @@ def test_install_without_an_lgpio_wheel_warns_and_carries_on(source_tree, stage)
     python.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n'
                       'case "$*" in *lgpio*) exit 1 ;; esac\nexit 0\n')
     result = install(source_tree, *args)
-    if "python3-lgpio is installed" in result.stdout or "install python3-lgpio" in result.stdout:
+    if "python3-lgpio is not available from apt here" not in result.stdout:
         pytest.skip("this machine's apt has python3-lgpio")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "already installed from these sources; not reinstalling" in result.stdout
