@@ -762,3 +762,17 @@ def test_install_without_an_lgpio_wheel_warns_and_carries_on(source_tree, stage)
     assert "warning: no lgpio wheel for Python" in result.stdout
     assert "sudo apt install python3-lgpio" in result.stdout
     assert "(serial and simulated sensors work)" in result.stdout
+
+
+@pytest.mark.parametrize("required, rc, word", [("", 0, "SKIPPED"), ("required", 1, "FAILED")])
+def test_system_test_says_why_it_cannot_run(tmp_path, required, rc, word):
+    """Without root, make test-system says why and skips; CI (required) fails instead."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root and setpriv is not available to drop privileges")
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    result = subprocess.run([*prefix, "bash", os.fspath(REPO / "tests/system/run.sh"),
+                             "--wheelhouse", os.fspath(tmp_path)],
+                            env={**os.environ, "KIOSK_SYSTEM_TEST": required}, cwd="/",
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == rc, result.stderr
+    assert f"test-system: {word}" in result.stderr and "not running as root" in result.stderr
