@@ -63,7 +63,7 @@ if [[ ! -f $CACHE/venv-$KEY/.complete ]]; then
     # HTTPS here may pass an intercepting proxy: the root trusts the host's extra CAs.
     mkdir -p "$WORK/ca"
     cp /usr/local/share/ca-certificates/*.crt "$WORK/ca/" 2>/dev/null || true
-    systemd-nspawn --quiet --register=no -D "$ROOT64" \
+    systemd-nspawn --quiet --register=no --keep-unit -M "kiosk-arm64-$$" -D "$ROOT64" \
         --bind="$CACHE/venv-$KEY:/venv" --bind-ro="$WORK/ca:/usr/local/share/ca-certificates" \
         --bind-ro="$WORK/pyproject.toml:/tmp/pyproject.toml" /bin/sh -c '
         set -e
@@ -89,7 +89,7 @@ args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(-m "not slow" -q -p no:cacheprovider)
 T1=$SECONDS
 rc=0
-systemd-nspawn --quiet --register=no -D "$ROOT64" \
+systemd-nspawn --quiet --register=no --keep-unit -M "kiosk-arm64-$$" -D "$ROOT64" \
     --bind="$CACHE/venv-$KEY:/venv" --bind="$WORK/src:/src" --chdir=/src \
     --setenv=PYTHONPATH=/src --setenv=LC_ALL=C.UTF-8 \
     /bin/sh -c 'uname -m; /venv/bin/python --version; exec /venv/bin/python -m pytest "$@"' sh "${args[@]}" \
