@@ -57,6 +57,7 @@ FAILED=0
 MOUNTED=0
 
 # --- timing and reporting ---------------------------------------------------------
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 T0=$(date +%s.%N)
 STAGE=
 STAGE_T=$T0
@@ -65,7 +66,7 @@ stage() {
     local now
     now=$(date +%s.%N)
     if [[ -n $STAGE ]]; then
-        TIMINGS+=("$(printf '%6.1f s  %s' "$(echo "$now - $STAGE_T" | bc)" "$STAGE")")
+        TIMINGS+=("$(printf '%6.1f s  %s' "$(minus "$now" "$STAGE_T")" "$STAGE")")
     fi
     STAGE=$1
     STAGE_T=$now
@@ -288,7 +289,7 @@ if sctl stop kiosk.service; then ok "systemctl stop exit 0"; else fail "systemct
 t_done=$(inside date +%s.%N)
 after=$(inside /opt/kiosk/venv/bin/python /usr/local/lib/kiosk-test/dbq.py /var/lib/kiosk/counts.db)
 echo "   before stop: $before"
-echo "   after stop:  $after   (stop took $(echo "$t_done - $t_stop" | bc) s)"
+echo "   after stop:  $after   (stop took $(minus "$t_done" "$t_stop") s)"
 [[ $(prop Result) == success && $(prop ExecMainStatus) == 0 ]] && ok "Result=success, exit status 0" \
     || fail "Result=$(prop Result) ExecMainStatus=$(prop ExecMainStatus)"
 verdict=$(python3 - "$before" "$after" "$t_stop" <<'EOF'
@@ -461,7 +462,7 @@ stage ""
 
 echo "== stage timings"
 printf '   %s\n' "${TIMINGS[@]}"
-printf '   %6.1f s  total\n' "$(echo "$(date +%s.%N) - $T0" | bc)"
+printf '   %6.1f s  total\n' "$(minus "$(date +%s.%N)" "$T0")"
 if [[ $FAILED -gt 0 ]]; then
     echo "test-system: $FAILED check(s) FAILED" >&2
     exit 1
