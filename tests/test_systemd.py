@@ -776,3 +776,34 @@ def test_system_test_says_why_it_cannot_run(tmp_path, required, rc, word):
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == rc, result.stderr
     assert f"test-system: {word}" in result.stderr and "not running as root" in result.stderr
+
+
+@pytest.mark.parametrize("os_name, lgpio_candidate", [("Raspberry Pi OS", "0.2.2-1~rpt1"), ("Debian", "")])
+def test_install_takes_lgpio_from_apt_where_the_archive_has_it(source_tree, stage, tmp_path,
+                                                               os_name, lgpio_candidate):
+    """Raspberry Pi OS's archive has python3-lgpio (apt installs it); Debian's has not (a wheel)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "dpkg-query").write_text(
+        '#!/bin/sh\nfor p; do :; done\n[ "$p" = python3-venv ] && printf "install ok installed"\nexit 0\n')
+    candidate = f"  Candidate: {lgpio_candidate}" if lgpio_candidate else ""
+    (fake_bin / "apt-cache").write_text(
+        f'#!/bin/sh\n[ "$2" = python3-lgpio ] && [ -n "{candidate}" ] && echo "python3-lgpio:" '
+        f'&& echo "{candidate}"\nexit 0\n')
+    for tool in ("dpkg-query", "apt-cache"):
+        (fake_bin / tool).chmod(0o755)
+    bash = shutil.which("bash")
+    assert bash
+    env = {**os.environ, "PYTHON": os.fspath(source_tree.parent / "fake-python"),
+           "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    result = subprocess.run([bash, os.fspath(source_tree / "systemd/install.sh"), "--dry-run",
+                             "--root", os.fspath(stage)], capture_output=True, text=True, env=env,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    if lgpio_candidate:
+        assert "+ apt-get install -y python3-lgpio" in result.stdout, os_name
+        assert "lgpio>=0.2" not in result.stdout, "apt's lgpio, never pip's"
+    else:
+        assert "python3-lgpio is not available from apt here" in result.stdout
+        assert "+ apt-get" not in result.stdout
+        assert re.search(r"^\+ .*-m pip install .*lgpio\\>=0\.2$", result.stdout, re.M), result.stdout
