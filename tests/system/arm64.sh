@@ -89,7 +89,9 @@ args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(-m "not slow" -q -p no:cacheprovider)
 T1=$SECONDS
 rc=0
-systemd-nspawn --quiet --register=no --keep-unit -M "kiosk-arm64-$$" -D "$ROOT64" \
+# (On a host whose /run is not a tmpfs, nspawn ends with a harmless "Attempted to
+# remove disk file system under /run/systemd/nspawn/propagate/…".)
+systemd-nspawn --quiet --register=no --keep-unit -M "kiosk-arm64-$$" -D "$ROOT64" --console=pipe \
     --bind="$CACHE/venv-$KEY:/venv" --bind="$WORK/src:/src" --chdir=/src \
     --setenv=PYTHONPATH=/src --setenv=LC_ALL=C.UTF-8 \
     /bin/sh -c 'uname -m; /venv/bin/python --version; exec /venv/bin/python -m pytest "$@"' sh "${args[@]}" \
