@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,9 @@ import pytest
 from tests.conftest import config_text, db_totals, simulated_sensor, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-SITE = next(Path(p) for p in sys.path if p.endswith("site-packages") and "kiosk" not in p)
+# This interpreter's site-packages (the venv's): other uids import the dependencies from it.
+# (Not "a sys.path entry without 'kiosk' in it": a clone in ~/kiosk has that in every path.)
+SITE = Path(sysconfig.get_paths()["purelib"])
 
 
 def _python_for_others() -> str | None:
