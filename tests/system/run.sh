@@ -129,7 +129,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "test-system: interrupted; powering the container off" >&2; exit 130' INT TERM
 
 # --- 1. the root ----------------------------------------------------------------------
 stage "debian bookworm minbase root (cached in $KIOSK_SYSTEM_CACHE)"
