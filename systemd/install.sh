@@ -313,9 +313,10 @@ fi
 if [[ $LGPIO_FROM == pip ]] && ! has_lgpio; then
     # >= 0.2: the 0.0.0.2 release on PyPI and piwheels is an empty stub.
     would "install lgpio from ${WHEELHOUSE:-PyPI}"
-    if run "${pip[@]}" 'lgpio>=0.2'; then
+    if run "${pip[@]}" 'lgpio>=0.2' 2>"$WORK/lgpio.log"; then
         CHANGED=1
     else
+        sed -n 's/^ERROR: /  pip: /p' "$WORK/lgpio.log" | head -n 2
         warn "no lgpio wheel for Python $PY_VERSION on $(uname -m)${WHEELHOUSE:+ in $WHEELHOUSE}: GPIO sensors"
         warn "  cannot start until lgpio is installed (serial and simulated sensors work)."
         warn "  On Raspberry Pi OS: sudo apt install python3-lgpio.  Elsewhere: build lg"
