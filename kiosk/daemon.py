@@ -460,7 +460,11 @@ class Daemon:
                 pass
             if self._reload:
                 self._reload = False
-                self._do_reload()
+                systemd.reloading()
+                error = self._do_reload()
+                self._drain()  # the new sensors' first states, for READY's STATUS
+                self._status_sent = self.status_text()
+                systemd.reloaded(error, self._status_sent)  # READY=1: the reload is over
             now = clock.monotonic()
             if pending_since is None and writer.pending:
                 pending_since = now
@@ -530,8 +534,10 @@ class Daemon:
         except Exception as e:
             log.warning("retention sweep failed (will try again in an hour): %s", e)
 
-    def _do_reload(self) -> None:
+    def _do_reload(self) -> str | None:
         """Re-read the config; rebuild only the sensors and services whose config changed.
+
+        Returns None when the new config is in effect, else why it was refused.
 
         A sensor whose :class:`~kiosk.config.SensorConfig` (type and options) is unchanged
         keeps running, so it drops no pulse; a changed one is closed and rebuilt; removed
@@ -541,17 +547,17 @@ class Daemon:
         w = self._w()
         if not self.config_path:
             w.journal("WARNING", "config-reload", "SIGHUP ignored: no config file to re-read")
-            return
+            return "no config file to re-read"
         try:
             new = load_config(self.config_path)
         except ConfigError as e:
             w.journal("ERROR", "config-reload",
                       f"config reload failed, keeping the running config: {e}")
-            return
+            return f"config reload failed, keeping the running config: {e}"
         if new.storage.path != self.config.storage.path:
             w.journal("ERROR", "config-reload",
                       "config reload refused: [storage] path changed; restart the service")
-            return
+            return "config reload refused: [storage] path changed; restart the service"
         old_cfg = self.config
         tz_changed = new.device.timezone != old_cfg.device.timezone
         keep: dict[str, Sensor] = {}
@@ -594,6 +600,7 @@ class Daemon:
                   f"config reloaded from {self.config_path}: "
                   f"{'; '.join(changes) if changes else 'nothing to rebuild'}")
         w.flush(meta=self._meta())
+        return None
 
     def _drain(self) -> None:
         while True:

@@ -16,11 +16,20 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import sys
+import time
+from pathlib import Path
 
 __all__ = [
+    "RELOAD_MARK",
+    "mark_reloaded",
     "notify",
     "ready",
+    "reload_and_wait",
+    "reloaded",
+    "reloading",
     "status",
     "stopping",
     "watchdog_period",
@@ -59,6 +68,97 @@ def notify(message: str) -> bool:
 def ready(status: str = "") -> bool:
     """Tell systemd start-up is complete (``READY=1``), optionally with a status line."""
     return notify(f"READY=1\nSTATUS={_one_line(status)}" if status else "READY=1")
+
+
+def reloading() -> bool:
+    """Tell systemd a configuration reload has begun (``RELOADING=1``).
+
+    ``MONOTONIC_USEC`` (CLOCK_MONOTONIC in µs) goes with it: systemd >= 253 needs it to tie
+    the message to the reload it asked for (``Type=notify-reload``); 252 ignores it.
+    Follow it with :func:`reloaded` once the new configuration is in effect.
+    """
+    return notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+
+def reloaded(error: str | None = None, status: str = "") -> bool:
+    """The reload is over (``READY=1``, with a new status line), and mark it for ExecReload.
+
+    :param error: why the new configuration was refused (the old one keeps running), or
+        None when it took effect.
+    :param status: the new one-line status.
+    Returns whether systemd was told.
+    """
+    mark_reloaded(error)
+    return notify(f"READY=1\nSTATUS={_one_line(status)}" if status else "READY=1")
+
+
+#: The file in ``$RUNTIME_DIRECTORY`` (``/run/kiosk``) where the daemon records each
+#: finished reload as ``PID COUNT ok`` or ``PID COUNT failed: ERROR``.
+RELOAD_MARK = "reloaded"
+_reloads = 0
+
+
+def mark_reloaded(error: str | None = None) -> Path | None:
+    """Record a finished reload in ``$RUNTIME_DIRECTORY/reloaded`` (see :func:`reload_and_wait`).
+
+    systemd 252 (Debian Bookworm, Raspberry Pi OS Bookworm) ends a reload job as soon as
+    the ``ExecReload=`` command exits, and has no ``Type=notify-reload``; so the unit's
+    ExecReload waits for this file to change.  Returns the file, or None when there is
+    no runtime directory (not under systemd) or it cannot be written (logged at debug).
+    """
+    global _reloads
+    directory = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if not directory:
+        return None
+    _reloads += 1
+    path = Path(directory) / RELOAD_MARK
+    text = f"{os.getpid()} {_reloads} " + ("ok" if error is None else f"failed: {_one_line(error)}")
+    try:
+        tmp = path.with_name(f".{RELOAD_MARK}.{os.getpid()}")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        log.debug("cannot write the reload mark %s: %s", path, exc)
+        return None
+    return path
+
+
+def _read_mark(path: Path) -> tuple[int, int, str] | None:
+    try:
+        pid, count, result = path.read_text(encoding="utf-8").strip().split(" ", 2)
+        return int(pid), int(count), result
+    except (OSError, ValueError):
+        return None
+
+
+def reload_and_wait(pid: int, *, directory: str, timeout: float = 60.0, poll: float = 0.05) -> str | None:
+    """Send SIGHUP to the daemon ``pid`` and wait until it has reloaded (the unit's ExecReload).
+
+    Waits for a new mark from ``pid`` in ``directory`` (:func:`mark_reloaded`), at most
+    ``timeout`` **seconds**, polling every ``poll`` seconds.  Returns None when the new
+    configuration took effect, else why not (the daemon refused it, died, or never
+    answered).
+    """
+    path = Path(directory) / RELOAD_MARK
+    before = _read_mark(path)
+    seen = before[1] if before is not None and before[0] == pid else 0
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        return f"cannot signal the daemon (pid {pid}): {exc}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mark = _read_mark(path)
+        if mark is not None and mark[0] == pid and mark[1] > seen:
+            return None if mark[2] == "ok" else mark[2].removeprefix("failed: ")
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"the daemon (pid {pid}) exited during the reload"
+        except PermissionError:
+            pass
+        time.sleep(poll)
+    return f"the daemon (pid {pid}) did not finish reloading within {timeout:g} s"
 
 
 def stopping() -> bool:
@@ -111,3 +211,24 @@ def watchdog_period() -> float | None:
 def _one_line(text: str) -> str:
     # A newline would start a new KEY=value assignment in the datagram.
     return " ".join(text.splitlines())
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m kiosk.systemd reload PID``: the unit's ExecReload (see :func:`reload_and_wait`)."""
+    if len(argv) != 2 or argv[0] != "reload" or not argv[1].isdigit():
+        print("usage: python -m kiosk.systemd reload MAINPID", file=sys.stderr)
+        return 2
+    directory = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if not directory:
+        print("kiosk reload: no $RUNTIME_DIRECTORY (the unit needs RuntimeDirectory=kiosk)",
+              file=sys.stderr)
+        return 2
+    error = reload_and_wait(int(argv[1]), directory=directory)
+    if error is not None:
+        print(f"kiosk reload: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

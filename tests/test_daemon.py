@@ -302,8 +302,8 @@ def test_reload_rebuilds_only_what_changed(config_file, pty_feeder, tmp_path):
 
     def drive(d) -> None:
         door = d.sensors[0]
-        wait_for(lambda: d._upload is not None, what="the upload service started")
-        first_upload = d._upload
+        # the sensors start before the upload service: wait for it, not just for them
+        first_upload = wait_for(lambda: d._upload, what="the upload service")
         assert first_upload.started and first_upload.upload.url.endswith("/a")
         pty_feeder.start(rate=300)
         for i in range(6):

@@ -16,8 +16,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,9 @@ import pytest
 from tests.conftest import config_text, db_totals, simulated_sensor, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-SITE = next(Path(p) for p in sys.path if p.endswith("site-packages") and "kiosk" not in p)
+# This interpreter's site-packages (the venv's): other uids import the dependencies from it.
+# (Not "a sys.path entry without 'kiosk' in it": a clone in ~/kiosk has that in every path.)
+SITE = Path(sysconfig.get_paths()["purelib"])
 
 
 def _python_for_others() -> str | None:
@@ -135,8 +137,11 @@ def test_staff_status_while_stopped_creates_nothing_and_the_daemon_starts(state_
         st = os.stat(state / name)
         assert st.st_uid == DAEMON_UID and st.st_gid == KIOSK_GID, name
     stop_daemon(p)
+    before_restart = counted(db)
     p = start_daemon(cfg)  # and once more after the reader
-    time.sleep(0.5)
+    # counting again, not a fixed sleep: under qemu (arm64) a SIGTERM after 0.5 s came
+    # before the daemon had set its signal handlers
+    wait_for(lambda: counted(db) > before_restart, timeout=30, what="counting after the reader")
     assert p.poll() is None
     stop_daemon(p)
 

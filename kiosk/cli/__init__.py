@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from kiosk import __version__
+from kiosk import __version__, systemd
 from kiosk.cli.options import CONTEXT
 from kiosk.exc import ConfigError, KioskError, UsageError
 
@@ -55,6 +55,8 @@ class KioskGroup(click.Group):
             _error_lines([f"error: {line}" for line in str(e).splitlines() or [type(e).__name__]])
             if isinstance(e, ConfigError) and len(e.problems) > 1:
                 _error_lines([f"{len(e.problems)} problems in the configuration"])
+            # systemctl status keeps showing it after the service has failed.
+            systemd.status(f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             ctx.exit(USAGE_EXIT if isinstance(e, ConfigError | UsageError) else 1)
         except click.exceptions.Exit:
             raise

@@ -71,3 +71,12 @@ def check_config(path: str | None) -> None:
     kinds = ", ".join(f"{s.id} ({s.type})" for s in cfg.sensors)
     where = f"uploads to {cfg.upload.url}" if cfg.upload else "no [upload]: counts are kept locally only"
     click.echo(f"{path}: OK: device {cfg.device.id} at {cfg.device.site}, sensors: {kinds}; {where}")
+    if cfg.upload is not None:
+        from kiosk.exc import UploadError
+        from kiosk.upload import read_token
+
+        try:
+            read_token(cfg.upload.token_file)
+        except UploadError as e:  # valid, but uploads would pause: say so, still exit 0
+            click.echo(f"{path}: warning: {e}; until then uploads are paused "
+                       f"and counts are kept on this device", err=True)

@@ -26,7 +26,12 @@ at the start of the blocking.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import glob
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +54,60 @@ _DEFAULT_HINT = (
     "is the service user in group 'gpio'? is GPIOZERO_PIN_FACTORY=lgpio installed "
     "(apt install python3-lgpio)? is another program using the pin?"
 )
+
+
+#: The GPIO character devices a board has (a module attribute so tests can point it elsewhere).
+GPIOCHIP_GLOB = "/dev/gpiochip*"
+_board_lock = threading.Lock()
+_board_factory: Any = None
+
+
+def board_pin_factory(sensor_id: str) -> Any:
+    """The process's one hardware pin factory (lgpio), made on first use.
+
+    gpiozero's own default tries four factories in turn: each failure is a
+    ``PinFactoryFallback`` warning, pigpio prints its ``%%%% Can't connect to pigpio``
+    banner on stdout, and importing lgpio leaves a ``.lgd-nfy`` pipe in the current
+    directory.  So we look for a board first (``/dev/gpiochip*``) and, if there is one,
+    make lgpio's factory only, with lgpio's pipes in ``$LG_WD`` (the unit sets it to the
+    state directory; otherwise a private temporary directory removed at exit).
+
+    Returns None when ``$GPIOZERO_PIN_FACTORY`` names another factory (gpiozero then
+    loads that one alone, without fallbacks).  Raises :class:`SensorError` with one
+    plain line when there is no board or lgpio cannot be used.
+    """
+    global _board_factory
+    name = os.environ.get("GPIOZERO_PIN_FACTORY", "").strip().lower()
+    if name and name != "lgpio":
+        return None
+    with _board_lock:
+        if _board_factory is not None:
+            return _board_factory
+        if not glob.glob(GPIOCHIP_GLOB):
+            raise SensorError(
+                f"sensor {sensor_id!r}: no GPIO board found (no {GPIOCHIP_GLOB} on this "
+                f"machine; is this a Raspberry Pi?); use a serial or simulated sensor here")
+        if not os.environ.get("LG_WD"):
+            workdir = tempfile.mkdtemp(prefix="kiosk-lgpio-")
+            atexit.register(shutil.rmtree, workdir, True)
+            os.environ["LG_WD"] = workdir  # read by lgpio's C library when it is loaded
+        try:
+            from gpiozero.pins.lgpio import LGPIOFactory
+        except ImportError as e:
+            raise SensorError(
+                f"sensor {sensor_id!r}: the lgpio library is missing ({e}); on Raspberry Pi "
+                f"OS: sudo apt install python3-lgpio (see docs/install.md)") from None
+        try:
+            _board_factory = LGPIOFactory()
+        except Exception as e:
+            if type(e).__name__ == "PinUnknownPi":
+                hint = "gpiozero does not know this board: is it a Raspberry Pi?"
+            elif isinstance(e, PermissionError) or "ermission" in str(e):
+                hint = "is the service user in group 'gpio'?"
+            else:
+                hint = "is another program using the GPIO chip?"
+            raise SensorError(f"sensor {sensor_id!r}: cannot use the GPIO board: {e} ({hint})") from None
+        return _board_factory
 
 
 _KEYS = SENSOR_KEYS["gpio"]
@@ -75,6 +134,8 @@ def _open_input(sensor_id: str, pin: int | str, *, pull_up: bool | None, active_
 
     Returns the device and whether the line is active right now.
     """
+    if pin_factory is None:
+        pin_factory = board_pin_factory(sensor_id)
     try:
         from gpiozero import DigitalInputDevice
 
