@@ -10,8 +10,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WHEELHOUSE := dist/wheelhouse
 # Pure-Python wheels serve every Pi (aarch64, armv7l) and x86; one set per Python
-# version the supported systems ship (Bookworm 3.11, Trixie 3.13).
+# version the supported systems ship (Bookworm 3.11, Trixie 3.13).  MarkupSafe (under
+# Flask, for kiosk web) has compiled wheels only, so each platform gets its own.
 WHEEL_PYTHONS := 3.11 3.12 3.13
+PI_PLATFORMS := manylinux2014_aarch64 manylinux2014_armv7l manylinux2014_x86_64
 # lgpio is the one compiled package: Raspberry Pi OS has it from apt (python3-lgpio);
 # for plain Debian, PyPI has lgpio 0.2.2.0 wheels for CPython 3.11 on x86_64 and aarch64
 # only.  Fetched when available; install.sh says what to do where none fits.
@@ -43,11 +45,12 @@ wheelhouse: $(VENV)/.installed
 	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
 	    print("\n".join(p["project"]["dependencies"] + p["build-system"]["requires"] + ["wheel"]))' \
 	    > $(WHEELHOUSE)/requirements.txt
-	for v in $(WHEEL_PYTHONS); do \
+	for v in $(WHEEL_PYTHONS); do for p in $(PI_PLATFORMS); do \
 	    $(PY) -m pip download --quiet --disable-pip-version-check --dest $(WHEELHOUSE) \
-	        --only-binary=:all: --platform any --implementation py --abi none --python-version $$v \
+	        --only-binary=:all: --platform $$p --platform any --implementation cp \
+	        --abi cp$$(echo $$v | tr -d .) --abi abi3 --abi none --python-version $$v \
 	        -r $(WHEELHOUSE)/requirements.txt || exit 1; \
-	done
+	done; done
 	for p in $(LGPIO_PLATFORMS); do \
 	    $(PY) -m pip download --quiet --disable-pip-version-check --dest $(WHEELHOUSE) --no-deps \
 	        --only-binary=:all: --platform $$p --implementation cp --abi cp311 --python-version 3.11 \
