@@ -33,7 +33,7 @@ def sync_summary(up: Any, outcome: Any) -> tuple[list[str], bool]:
     lines = []
     if outcome is not None:
         lines.append(f"upload stopped: {outcome.message}")
-    sent = f"sent {up.sent_periods} period(s)" if up.sent_periods else "sent nothing"
+    sent = f"sent {up.sent_periods:,} period(s)" if up.sent_periods else "sent nothing"
     if up.sent_span is not None:
         sent += (f" from {local_text(up.sent_span[0], up.tz)} to "
                  f"{local_text(up.sent_span[1], up.tz)} ({tz})")
@@ -44,5 +44,5 @@ def sync_summary(up: Any, outcome: Any) -> tuple[list[str], bool]:
     oldest = f", the oldest from {local_text(b.oldest, up.tz)} ({tz})" if b.oldest else ""
     again = ("run `kiosk sync` again" if outcome is None
              else "run `kiosk sync` again when the cause is fixed")
-    lines.append(f"{sent}; {b.pending} period(s) left to send{oldest}; {quarantined}: {again}")
+    lines.append(f"{sent}; {b.pending:,} period(s) left to send{oldest}; {quarantined}: {again}")
     return lines, False

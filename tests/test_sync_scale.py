@@ -283,7 +283,7 @@ def test_kiosk_sync_of_an_imported_backlog_delivers_every_total_once(tmp_path):
         n = len(rows)
         assert "\rpreparing: " in shown and " periods (" in shown
         assert "\rsending: " in shown and f"{n:,} of {n:,} totals sent (100%)" in shown
-        assert f"sent {n} period(s) from " in shown and "nothing left to send" in shown
+        assert f"sent {n:,} period(s) from " in shown and "nothing left to send" in shown
         with sqlite3.connect(rx_db) as conn:
             held = {(s, a): (i, o, c, rev, json.loads(f)) for s, a, i, o, c, rev, f in
                     conn.execute('SELECT sensor_id, start, in_count, out_count, coverage,'
