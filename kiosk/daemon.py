@@ -237,11 +237,10 @@ class Daemon:
             log.error("could not place the pulses counted before the clock was set "
                       "(will try again): %s", e)
             return False
-        w.clock_trusted = True
+        w.clock_set(wall=now, step=p.behind_s)
         parts = []
         if p.pulses:
-            how = ("" if p.behind_s is None else
-                   f"; the clock was {duration_text(abs(p.behind_s))} "
+            how = (f"; the clock was {duration_text(abs(p.behind_s))} "
                    f"{'behind' if p.behind_s >= 0 else 'ahead'}")
             parts.append(f"placed {p.visitors} visitors ({p.pulses} pulse messages) counted "
                          f"before the clock was set in their true hours{how}")

@@ -57,8 +57,9 @@ class ImportFileError(KioskError, ValueError):
 class TokenFileError(UploadError):
     "The upload token file is missing, unsafe, or holds a token that cannot be sent"
 
-    def __init__(self, message: str, *, missing: bool = False) -> None:
-        self.missing = missing
+    def __init__(self, message: str, *, missing: bool = False, unreadable: bool = False) -> None:
+        self.missing = missing  #: the file does not exist (yet)
+        self.unreadable = unreadable  #: this user may not read it
         super().__init__(message)
 
 

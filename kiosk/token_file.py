@@ -54,7 +54,8 @@ def read_token(path: str) -> str:
                              missing=True) from None
     except PermissionError:
         raise TokenFileError(f"token file {path} is not readable by this user; "
-                             f"chown root:kiosk {path} && chmod 640 {path}") from None
+                             f"chown root:kiosk {path} && chmod 640 {path}",
+                             unreadable=True) from None
     except OSError as e:
         raise TokenFileError(f"token file {path} cannot be opened ({e.strerror})") from None
     try:

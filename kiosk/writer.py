@@ -31,6 +31,11 @@ log = logging.getLogger("kiosk.writer")
 
 #: Seconds between two log/journal lines about rejected serial lines of one sensor.
 REJECT_LOG_INTERVAL_S = 60.0
+#: Clock seconds after the clock was set during which a pulse stamped on the unset clock may
+#: still arrive (a beam broken before the step, released after it; stuck_after_s is 30 s).
+LATE_STAMP_S = 120.0
+#: A step of the clock at least this large (s) moves such late stamps.
+LATE_STAMP_TOLERANCE_S = 5.0
 #: Clock seconds between two rewrites of the health file while writes keep failing.
 HEALTH_EVERY_S = 10.0
 
@@ -75,6 +80,7 @@ class Writer:
         self.clock_trusted = True
         self._boot_id = clock.boot_id()
         self._unplaced: list[UnplacedPulse] = []
+        self._late: tuple[float, float, float] | None = None  # see clock_set
         self._floor = (0.0, clock.monotonic())  # (wall UTC s, monotonic s) of the last change
         self._health_at = float("-inf")
         self._held_pulses = 0  # pulse messages since the last successful flush
@@ -134,17 +140,18 @@ class Writer:
             if not self.clock_trusted:
                 self._keep_unplaced(msg)
                 return
-            c = self._counts[(msg.sensor_id, bucket_start(msg.ts))]
+            ts = msg.ts if self._late is None else self._late_stamp(msg.ts)
+            c = self._counts[(msg.sensor_id, bucket_start(ts))]
             c[0 if msg.direction == "in" else 1] += msg.count
-            self._events.append((msg.ts, msg.sensor_id, msg.direction, msg.count))
+            self._events.append((ts, msg.sensor_id, msg.direction, msg.count))
             self._held_pulses += 1
-            if self._held_first is None or msg.ts < self._held_first:
-                self._held_first = msg.ts
-            if self._held_last is None or msg.ts > self._held_last:
-                self._held_last = msg.ts
+            if self._held_first is None or ts < self._held_first:
+                self._held_first = ts
+            if self._held_last is None or ts > self._held_last:
+                self._held_last = ts
             row = self._sensors.get(msg.sensor_id)
-            if row is not None and (row.last_pulse is None or msg.ts > row.last_pulse):
-                row.last_pulse = msg.ts
+            if row is not None and (row.last_pulse is None or ts > row.last_pulse):
+                row.last_pulse = ts
                 self._pulse_seen.add(msg.sensor_id)
         elif type(msg) is TotalsState:
             old = self.totals.get(msg.sensor_id)
@@ -159,6 +166,26 @@ class Writer:
             self._rejected(msg)
         else:
             log.error("writer: ignoring unknown message %r", msg)
+
+    def clock_set(self, *, wall: float, step: float) -> None:
+        """The wall clock was set at ``wall`` (UTC s) by a step of ``step`` seconds: from now
+        on pulses go to their buckets.  A pulse stamped on the unset clock but handed over
+        only now (a beam broken before the step and released after it) is moved by the step
+        too, for :data:`LATE_STAMP_S` clock seconds."""
+        self.clock_trusted = True
+        self._late = None if abs(step) <= LATE_STAMP_TOLERANCE_S else \
+            (wall, step, self.clock.monotonic() + LATE_STAMP_S)
+
+    def _late_stamp(self, ts: float) -> float:
+        assert self._late is not None
+        wall, step, until = self._late
+        if self.clock.monotonic() > until:
+            self._late = None
+            return ts
+        # on the unset clock, a moment before the step reads ``step`` seconds off
+        if (step > 0 and ts < wall - step / 2) or (step < 0 and ts > wall - step / 2):
+            return ts + step
+        return ts
 
     def _keep_unplaced(self, msg: Pulse) -> None:
         boottime = msg.boottime

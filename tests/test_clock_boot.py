@@ -313,3 +313,26 @@ def test_real_process_on_an_unset_clock_keeps_pulses_until_told_to_trust_it(
     assert d.terminate() == 0
     assert unplaced(db) == (0, 0)
     assert time.time() - events(db)[0] < 120  # placed by boot time: this very boot
+
+
+def test_a_beam_broken_before_the_sync_and_released_after_it_is_in_its_true_hour(tmp_path,
+                                                                                 factory):
+    """The pulse is stamped on the unset clock (when the beam broke) but handed over after
+    the clock was set: it is moved by the step like the held ones."""
+    db = tmp_path / "c.db"
+    clock = ManualClock(TRUE_T0 - BEHIND, synchronized=False)
+    beam = factory.pin(17)
+
+    def drive(d: Daemon) -> None:
+        clock.advance(600)
+        beam.drive_low()  # someone stands in the beam at true 07:10
+        clock.advance(0.5)
+        clock.sync(BEHIND)
+        settle(clock, db, "the clock set", lambda: journal(db, "clock"))
+        settle(clock, db, "the clock set", lambda: d.writer.clock_trusted)
+        beam.drive_high()  # ... and walks on after the step
+        settle(clock, db, "counted", lambda: db_totals(db) == (1, 0))
+
+    run(ntp_config(tmp_path), clock, factory, drive)
+    (ts,) = events(db)
+    assert abs(ts - (TRUE_T0 + 600)) < 2, ts - TRUE_T0

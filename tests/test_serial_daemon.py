@@ -269,7 +269,7 @@ def test_sigterm_at_random_moments_under_load_loses_nothing(config_file, daemon,
     d = daemon(cfg)
     d.wait_ready()
     written = pty_feeder.stop()
-    wait_for(lambda: db_totals(db)[0] >= written, timeout=20, what=f"{written} stored")
+    wait_for(lambda: db_totals(db)[0] >= written, timeout=60, what=f"{written} stored")
     assert d.terminate() == 0
     assert db_totals(db)[0] == written
     print(f"SIGTERM x8 under 2000 lines/s: {db_totals(db)[0]} of {written} stored")
@@ -294,7 +294,7 @@ def test_sighup_storm_loses_nothing(rebuild, config_file, daemon, pty_feeder, tm
         sent += 1
         time.sleep(0.05)
     written = pty_feeder.stop()
-    wait_for(lambda: db_totals(db)[0] >= written, timeout=20, what=f"{written} stored")
+    wait_for(lambda: db_totals(db)[0] >= written, timeout=60, what=f"{written} stored")
     assert d.terminate() == 0, d.output()
     assert db_totals(db)[0] == written
     reloads = [j[2] for j in _journal(db, "config-reload")]

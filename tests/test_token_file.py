@@ -117,7 +117,7 @@ def test_check_config_notes_a_token_file_not_there_yet(tmp_path):
     cfg = config_with_token(tmp_path, tmp_path / "token")
     r = CliRunner().invoke(cli, ["check-config", str(cfg)])
     assert r.exit_code == 0, r.output
-    assert "does not exist" in r.output and "uploads wait for it" in r.output
+    assert "does not exist" in r.output and "uploads are paused" in r.output
     token_file(tmp_path, GOOD + "\n", 0o640)
     r = CliRunner().invoke(cli, ["check-config", str(cfg)])
     assert r.exit_code == 0 and "note:" not in r.output and "OK" in r.output

@@ -58,6 +58,7 @@ def check_config(path: str | None) -> None:
     """Validate a config file without starting anything (exit status 2 if invalid)."""
     path = find_config_path(path)
     cfg = load(path)
+    warning = None
     if cfg.upload is not None:  # an unsafe token file is refused here, not only at upload time
         from kiosk.exc import ConfigError, TokenFileError
         from kiosk.token_file import read_token
@@ -65,18 +66,14 @@ def check_config(path: str | None) -> None:
         try:
             read_token(cfg.upload.token_file)
         except TokenFileError as e:
-            if not e.missing:
+            if not (e.missing or e.unreadable):
                 raise ConfigError(f"{path}: [upload] token_file: {e}", path=path) from None
-            click.echo(f"{path}: note: {e}; uploads wait for it", err=True)
+            # valid, but uploads wait: say so, still exit 0 (install.sh checks before the
+            # token is there)
+            warning = (f"{path}: warning: {e}; until then uploads are paused and counts are "
+                       f"kept on this device")
     kinds = ", ".join(f"{s.id} ({s.type})" for s in cfg.sensors)
     where = f"uploads to {cfg.upload.url}" if cfg.upload else "no [upload]: counts are kept locally only"
     click.echo(f"{path}: OK: device {cfg.device.id} at {cfg.device.site}, sensors: {kinds}; {where}")
-    if cfg.upload is not None:
-        from kiosk.exc import UploadError
-        from kiosk.upload import read_token
-
-        try:
-            read_token(cfg.upload.token_file)
-        except UploadError as e:  # valid, but uploads would pause: say so, still exit 0
-            click.echo(f"{path}: warning: {e}; until then uploads are paused "
-                       f"and counts are kept on this device", err=True)
+    if warning:
+        click.echo(warning, err=True)

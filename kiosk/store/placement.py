@@ -38,7 +38,7 @@ class Placement(NamedTuple):
     visitors: int  #: visitors in them
     estimated_pulses: int  #: pulse messages of earlier boots placed by estimate
     estimated_visitors: int
-    behind_s: float | None  #: how far the wall clock was behind in this boot (s; < 0: ahead)
+    behind_s: float  #: how far the wall clock was behind in this boot (s; < 0: ahead; 0: unknown)
     first: float | None  #: the earliest placed moment (UTC s)
 
 
@@ -95,12 +95,10 @@ class PlacementMixin:
             estimated: set[tuple[str, int]] = set()
             events = []
             n = v = en = ev = 0
-            behind = None
             first: float | None = None
             for r in rows:
                 if r.boot_id == boot_id:
                     ts = offset + r.boottime
-                    behind = error
                     n, v = n + 1, v + r.visitors
                 else:
                     ts = r.wall + shifts[r.boot_id]
@@ -122,7 +120,7 @@ class PlacementMixin:
                              sorted(estimated))
             conn.execute("DELETE FROM unplaced")
             _place_runs(conn, boot_id, offset, shifts)
-        return Placement(n, v, en, ev, behind, first)
+        return Placement(n, v, en, ev, error, first)
 
 
 def _error_of_this_boot(conn: sqlite3.Connection, rows: Sequence[UnplacedPulse], boot_id: str,
