@@ -38,14 +38,19 @@ __all__ = [
 
 log = logging.getLogger("kiosk.systemd")
 
+#: Longest wait (real seconds) for room in a full notification socket before a message is
+#: dropped (a later STATUS or WATCHDOG replaces it).
+NOTIFY_TIMEOUT_S = 0.1
+
 
 def notify(message: str) -> bool:
     """Send ``message`` (e.g. ``"READY=1"``) as one datagram to ``$NOTIFY_SOCKET``.
 
     A leading ``@`` in the socket address means Linux's abstract namespace
     (sent as a leading NUL byte).  Returns ``True`` if the datagram was sent,
-    ``False`` if there is no socket to send to or sending failed (the failure
-    is logged at debug level on ``kiosk.systemd``).
+    ``False`` if there is no socket to send to or sending failed, including a socket
+    whose reader has let it fill up for :data:`NOTIFY_TIMEOUT_S` (the failure is logged
+    at debug level on ``kiosk.systemd``): a notification never stalls the counter.
     """
     address = os.environ.get("NOTIFY_SOCKET", "")
     if not address:
@@ -58,6 +63,9 @@ def notify(message: str) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # a receiver that does not read (a busy or hung systemd, a test) must not block
+            # the daemon's loop: a full socket drops this message after a short wait
+            sock.settimeout(NOTIFY_TIMEOUT_S)
             sock.sendto(message.encode("utf-8", "replace"), address)
     except OSError as exc:
         log.debug("sd_notify %r to %r failed: %s", message, address, exc)

@@ -294,7 +294,11 @@ def test_sighup_storm_loses_nothing(rebuild, config_file, daemon, pty_feeder, tm
         sent += 1
         time.sleep(0.05)
     written = pty_feeder.stop()
-    wait_for(lambda: db_totals(db)[0] >= written, timeout=60, what=f"{written} stored")
+    try:
+        wait_for(lambda: db_totals(db)[0] >= written, timeout=60, what=f"{written} stored")
+    except AssertionError:
+        raise AssertionError(f"{db_totals(db)} of {written} stored; daemon log:\n"
+                             + d.output()[-3000:]) from None
     assert d.terminate() == 0, d.output()
     assert db_totals(db)[0] == written
     reloads = [j[2] for j in _journal(db, "config-reload")]

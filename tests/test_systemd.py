@@ -807,3 +807,29 @@ def test_install_takes_lgpio_from_apt_where_the_archive_has_it(source_tree, stag
         assert "python3-lgpio is not available from apt here" in result.stdout
         assert "+ apt-get" not in result.stdout
         assert re.search(r"^\+ .*-m pip install .*lgpio\\>=0\.2$", result.stdout, re.M), result.stdout
+
+
+def test_a_notify_socket_nobody_reads_never_blocks(tmp_path, monkeypatch):
+    """systemd busy or hung (here: a socket nobody reads): once it is full, a notification
+    is dropped after NOTIFY_TIMEOUT_S instead of stalling the daemon's loop."""
+    import socket as socket_mod
+    import time as time_mod
+
+    from kiosk import systemd as sd
+
+    path = tmp_path / "full.sock"
+    with socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_DGRAM) as rx:
+        rx.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        results = []
+        t0 = time_mod.monotonic()
+        for _ in range(3000):
+            results.append(sd.status("x" * 200))
+            if not results[-1]:
+                break
+        assert results[0] and not results[-1], "the socket never filled up"
+        took = time_mod.monotonic() - t0
+        t1 = time_mod.monotonic()
+        assert sd.watchdog_ping() is False
+        assert time_mod.monotonic() - t1 < 2.0  # bounded by NOTIFY_TIMEOUT_S, not forever
+        assert took < 60
