@@ -43,7 +43,7 @@ from kiosk import __version__
 from kiosk.annotations import FlagIndex, changed_ranges
 from kiosk.answers import AnswerCounts, error_text, judge_success, names_totals, redirect_text
 from kiosk.clock import Clock
-from kiosk.config import Config, UploadConfig
+from kiosk.config import FEEDBACK_TYPES, Config, UploadConfig
 from kiosk.exc import UploadError
 from kiosk.importer import uploadable
 from kiosk.periods import PERIODS, iso_local, iso_utc, totals
@@ -325,8 +325,8 @@ class Uploader:
         sensors = []
         kinds = {s.id: s.type for s in self.config.sensors}
         for r in self.store.sensor_rows():
-            if r["sensor_id"] not in kinds:
-                continue
+            if r["sensor_id"] not in kinds or kinds[r["sensor_id"]] in FEEDBACK_TYPES:
+                continue  # a feedback terminal's state goes with its answers (``feedback``)
             sensors.append({
                 "sensor_id": r["sensor_id"], "kind": r["kind"],
                 "state": r["state"] if r["state"] in ("ok", "down", "stuck", "simulated",
