@@ -277,10 +277,14 @@ class CountsMixin:
 
     def changed_periods(self, period_s: int, *, since: float, before: float) -> list[int]:
         """Starts (UTC s, multiples of ``period_s`` seconds) of periods before ``before``
-        whose counts changed after ``since``."""
-        rows = self.conn.execute(
-            "SELECT DISTINCT (start / ?) * ? FROM counts WHERE updated_at > ? AND start < ?",
-            (period_s, period_s, since, before)).fetchall()
+        whose counts or answers (feedback terminals) changed after ``since``."""
+        sql = "SELECT DISTINCT (start / ?) * ? FROM counts WHERE updated_at > ? AND start < ?"
+        params = [period_s, period_s, since, before]
+        if self.has_feedback:  # type: ignore[attr-defined]
+            sql += (" UNION SELECT DISTINCT (start / ?) * ? FROM feedback"
+                    " WHERE updated_at > ? AND start < ?")
+            params += params
+        rows = self.conn.execute(sql, params).fetchall()
         return [r[0] for r in rows]
 
     def counted_starts(self, sensor_id: str, lo: int, hi: int) -> list[int]:

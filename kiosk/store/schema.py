@@ -234,6 +234,9 @@ def m007_feedback(db: sqlite_utils.Database) -> None:
             scale INTEGER NOT NULL,
             repeated INTEGER NOT NULL
         );
+        -- a feedback total in the outbox: its levels as JSON (NULL for a visit total); its
+        -- in_count/out_count hold the answers and repeated presses
+        ALTER TABLE uploads ADD COLUMN levels TEXT;
         """
     )
 
