@@ -12,12 +12,14 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
 from kiosk.config import FEEDBACK_TYPES, Config
 from kiosk.periods import period_bounds, totals
-from kiosk.store import Store
+
+if TYPE_CHECKING:  # SQLite loads only when answers are read (fast --help)
+    from kiosk.store import Store
 
 
 class LevelCount(NamedTuple):
