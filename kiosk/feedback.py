@@ -12,11 +12,12 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
 from kiosk.config import FEEDBACK_TYPES, Config
-from kiosk.periods import period_bounds, totals
+from kiosk.periods import local_midnight, period_bounds, totals
 
 if TYPE_CHECKING:  # SQLite loads only when answers are read (fast --help)
     from kiosk.store import Store
@@ -126,3 +127,52 @@ def feedback_totals(store: Store, since: float, until: float, period: str, tz: Z
             rows = tuple(LevelCount(lv, facts[lv][0], *got.get(lv, (0, 0))) for lv in order)
             out.append(FeedbackTotal(sid, s, e, scale, rows, cov))
     return out
+
+
+#: A completed day with at least this many visits counted and not one press on a terminal
+#: makes it "silent" (a loose cable?).  At the usual 3 % response rate, 200 visits without an
+#: answer happen by chance about twice in a thousand days.
+SILENT_MIN_VISITS = 200
+
+
+class SilentDay(NamedTuple):
+    """A completed local day on which visits were counted but a terminal had no press."""
+
+    terminal: str
+    day: date
+    visits: int
+
+    def message(self) -> str:
+        return (f"feedback terminal {self.terminal} had no press at all on "
+                f"{self.day.isoformat()} while {self.visits:,} visits were counted: is a "
+                f"button cable loose or the terminal covered?")
+
+
+def counted_visits(store: Store, a: float, b: float, visits: str = "in") -> int:
+    """Visits this kiosk counted (imported rows left out) in the buckets starting in
+    [a, b) (UTC s): entries, or (in + out) / 2 rounded half up for ``in+out/2``."""
+    ids = store.sensor_ids()
+    if not ids:
+        return 0
+    i, o = store.conn.execute(
+        "SELECT coalesce(sum(in_count), 0), coalesce(sum(out_count), 0) FROM counts"
+        f" WHERE import_id IS NULL AND sensor_id IN ({', '.join('?' * len(ids))})"
+        " AND start >= ? AND start < ?", (*ids, a, b)).fetchone()
+    return int(i) if visits == "in" else (int(i) + int(o) + 1) // 2
+
+
+def silent_day(store: Store, terminal: str, tz: ZoneInfo, now: float, *,
+               look_back_days: int = 7) -> SilentDay | None:
+    """The latest completed local day (of the last ``look_back_days``) with at least
+    :data:`SILENT_MIN_VISITS` visits counted, if ``terminal`` had no press that day; None
+    when it had presses then, or no such day was found."""
+    today = datetime.fromtimestamp(now, tz).date()
+    for k in range(1, look_back_days + 1):
+        d = today - timedelta(days=k)
+        a, b = local_midnight(d, tz), local_midnight(d + timedelta(days=1), tz)
+        seen = counted_visits(store, a, b)
+        if seen < SILENT_MIN_VISITS:
+            continue
+        presses = sum(r.answers + r.repeated for r in store.feedback_rows(a, b, [terminal]))
+        return SilentDay(terminal, d, seen) if presses == 0 else None
+    return None

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from kiosk.feedback import score
+from kiosk.feedback import counted_visits, score
 from kiosk.periods import iso_local, local_midnight
 from kiosk.report.spans import COMPARISONS, MONTHS, day_label, shift_date, span_dates, span_label
 
@@ -76,18 +76,6 @@ def _rows(store: Store, a: int, b: int) -> list[tuple[str, int, int, int, int]]:
             for r in store.feedback_rows(a, b)]
 
 
-def _visits(store: Store, a: int, b: int, visits: str) -> int:
-    """Visits this kiosk counted (not imported) in the buckets starting in [a, b)."""
-    ids = store.sensor_ids()
-    if not ids:
-        return 0
-    i, o = store.conn.execute(
-        "SELECT coalesce(sum(in_count), 0), coalesce(sum(out_count), 0) FROM counts"
-        f" WHERE import_id IS NULL AND sensor_id IN ({', '.join('?' * len(ids))})"
-        " AND start >= ? AND start < ?", (*ids, a, b)).fetchone()
-    return int(i) if visits == "in" else (int(i) + int(o) + 1) // 2
-
-
 def _chart_rows(store: Store, span: str, first: date, after: date, tz: ZoneInfo, end: int
                 ) -> list[dict[str, Any]]:
     """Answers per level and row (hours of a day, days of a week or month, months of a
@@ -144,7 +132,7 @@ def feedback_section(store: Store, *, span: str, first: date, tz: ZoneInfo, end:
     _first, after = span_dates(span, first)
     lo = local_midnight(first, tz)
     cur = _stats(_rows(store, lo, end)) if end > lo else _stats([])
-    seen = _visits(store, lo, end, visits) if end > lo else 0
+    seen = counted_visits(store, lo, end, visits) if end > lo else 0
     desc, shift = COMPARISONS[span][0]
     pfirst, pafter = span_dates(span, shift_date(first, **shift))
     plo = local_midnight(pfirst, tz)
