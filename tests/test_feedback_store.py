@@ -174,3 +174,69 @@ def test_daemon_keeps_simulated_answers_through_sigterm_and_kill9(config_file, d
     a2, _r2, _ea2, _er2 = _feedback(db)
     assert a2 >= a + 100  # what was flushed before the kill stays
     assert "ignoring unknown message" not in d.output() + d2.output()
+
+
+def test_button_presses_reach_the_database_through_the_daemon(tmp_path):
+    """The whole daemon in-process with a beam and a feedback terminal on MockFactory:
+    answers, a child's burst, and a held button end in the buckets and the raw presses."""
+    import threading
+    import time
+
+    from gpiozero.pins.mock import MockFactory
+
+    from kiosk import config
+    from kiosk.daemon import Daemon
+    from tests.conftest import config_text, gpio_sensor
+
+    terminal = ('\n[[sensors]]\nid = "exit"\ntype = "feedback"\n'
+                'buttons = { very_happy = 5, happy = 6, unhappy = 13 }\nled_pin = 26\n'
+                'stuck_after_s = 5\n')
+    cfg = config.loads(config_text(tmp_path / "c.db", gpio_sensor("beam", 17) + terminal,
+                                   flush=0.2))
+    factory = MockFactory()
+    clock = ManualClock(1_795_417_200.0)
+    d = Daemon(cfg, clock=clock, pin_factory=factory)
+    beam, good, ok, bad = (factory.pin(n) for n in (17, 5, 6, 13))
+
+    def press(pin, hold: float = 0.15, after: float = 4.0) -> None:
+        pin.drive_low()
+        clock.advance(hold)
+        pin.drive_high()
+        clock.advance(after)
+
+    def drive() -> None:
+        while d.writer is None or len(d.sensors) < 2 or d.sensors[1].state != "ok":
+            time.sleep(0.01)
+        for _ in range(10):
+            press(beam, 0.2, 1.0)
+        for _ in range(3):
+            press(good)
+        press(ok)
+        for _ in range(20):  # a child: one answer, nineteen repeated presses
+            press(bad, 0.1, 0.4)
+        clock.advance(4)
+        bad.drive_low()  # held for 8 s: a fault, not an answer
+        for _ in range(16):
+            clock.advance(0.5)
+            time.sleep(0.02)  # let the loop tick and see it
+        deadline = time.monotonic() + 10
+        while d.sensors[1].state != "stuck" and time.monotonic() < deadline:
+            clock.advance(0.1)
+            time.sleep(0.02)
+        bad.drive_high()
+        clock.advance(3)
+        d.request_stop()
+
+    t = threading.Thread(target=drive)
+    t.start()
+    assert d.run() == 0
+    t.join()
+    factory.reset()
+    with Store.open_reader(tmp_path / "c.db") as s:
+        assert s.totals_between(0, 2e10) == {"beam": (10, 0)}
+        rows = {r.level: (r.answers, r.repeated) for r in s.feedback_rows(0, 2e10)}
+        assert rows == {"very_happy": (3, 0), "happy": (1, 0), "unhappy": (1, 19)}
+        assert len(s.feedback_events(0, 2e10)) == 24
+        kinds = [r[0] for r in s.conn.execute(
+            "SELECT message FROM journal WHERE sensor_id = 'exit'")]
+        assert any("stuck button" in m for m in kinds)
