@@ -270,7 +270,9 @@ class Daemon:
                       f"the previous run (pid {lost.get('pid')}) stopped on {lost.get('reason')} at "
                       f"{iso_utc(float(lost.get('at') or 0))} without writing its last counts: "
                       f"{held.visitors_in} in and {held.visitors_out} out ({held.pulses} pulse "
-                      f"messages{span}) were lost; the database could not be written: "
+                      f"messages{span})"
+                      + (f" and {held.answers} feedback press(es)" if held.answers else "")
+                      + " were lost; the database could not be written: "
                       f"{lost.get('error')}")
         elif "writes_failing" in record:
             fail = record["writes_failing"]

@@ -280,7 +280,8 @@ class Writer:
         vout = sum(c[1] for c in self._counts.values())
         vin += sum(u.visitors for u in self._unplaced if u.direction == "in")
         vout += sum(u.visitors for u in self._unplaced if u.direction == "out")
-        return Pending(self._held_pulses, vin, vout, self._held_first, self._held_last)
+        answers = sum(a + r for a, r in self.pending_answers().values())
+        return Pending(self._held_pulses, vin, vout, self._held_first, self._held_last, answers)
 
     def pending_visitors(self) -> dict[str, list[int]]:
         """Per sensor [in, out] not yet written."""
@@ -394,8 +395,8 @@ class Writer:
         if lost.first_ts is not None and lost.last_ts is not None:
             span = (f", counted between {iso_utc(lost.first_ts)} and {iso_utc(lost.last_ts)}")
         log.critical("stopping on %s without writing the last counts: %d in, %d out (%d pulse "
-                     "messages%s) are lost: %s", reason, lost.visitors_in, lost.visitors_out,
-                     lost.pulses, span, error)
+                     "messages%s) and %d feedback press(es) are lost: %s", reason,
+                     lost.visitors_in, lost.visitors_out, lost.pulses, span, lost.answers, error)
         if self.health is not None:
             self.health.write({"lost": {"at": now, "reason": reason, "error": error,
                                         "pid": os.getpid(), "since": self.stats.failing_since,

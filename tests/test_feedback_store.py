@@ -71,6 +71,7 @@ def test_a_failed_flush_keeps_the_answers_for_the_next(store, monkeypatch):
     monkeypatch.setattr(store, "write_batch", full)
     assert not w.flush(events=True)
     assert w.pending_answers() == {"exit": [3, 0]}
+    assert w.held().answers == 3  # what a stop now would lose, told by record_loss
     monkeypatch.setattr(store, "write_batch", real)
     assert w.flush(events=True)
     assert [r.answers for r in store.feedback_rows(0, 2e9)] == [3]
