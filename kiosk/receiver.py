@@ -999,6 +999,8 @@ def show_feedback(db_path: str) -> list[dict[str, Any]]:
     """Every stored feedback entry, sorted by device_id, sensor_id, start (protocol names)."""
     db = _connect(db_path, create=False)
     try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'feedback'").fetchone() is None:
+            return []  # a receiver database from before feedback: none held
         rows = db.execute("SELECT * FROM feedback ORDER BY device_id, sensor_id, start").fetchall()
     except sqlite3.Error as e:
         raise StorageError(f"{db_path} is not a receiver database: {e}") from e

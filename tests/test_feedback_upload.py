@@ -7,6 +7,8 @@ import importlib.util
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -132,6 +134,11 @@ def test_uploads_carry_feedback_equal_to_the_local_totals(tmp_path, rx):
     assert local[("exit", iso(T0))] == (9, 19, [("very_happy", 5, 0), ("happy", 3, 0),
                                                 ("unhappy", 1, 0), ("very_unhappy", 0, 19)])
     assert local[("exit", iso(T0 + H))][:2] == (0, 0)
+    shown = subprocess.run([sys.executable, "-m", "kiosk", "receiver", "--show", "--db",
+                            rx.db_path], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "very_happy 5, happy 3, unhappy 1, very_unhappy 0" in shown.stdout
+    assert "3 feedback periods, 12 answers" in shown.stdout
     # visit totals are unchanged by it, and the terminal is not a visit sensor
     assert {(t["sensor_id"], t["in"]) for t in show(rx.db_path)} == {("door", 50)}
     # every body the device sent is valid under the extended schema
