@@ -24,7 +24,13 @@ from kiosk.exc import ConfigError
 DEFAULT_PATH = "/etc/kiosk/kiosk.toml"
 #: The time zone of local labels when neither the config nor the database says otherwise.
 DEFAULT_TIMEZONE = "Europe/Helsinki"
-SENSOR_TYPES = ("gpio", "gpio-pair", "serial", "simulated")
+SENSOR_TYPES = ("gpio", "gpio-pair", "serial", "simulated", "feedback", "feedback-simulated")
+#: Sensor types that collect visitors' answers (satisfaction buttons), not visits.
+FEEDBACK_TYPES = ("feedback", "feedback-simulated")
+#: Sensor types that invent their input (allowed with an accelerated clock).
+SIMULATED_TYPES = ("simulated", "feedback-simulated")
+#: How many answer levels (buttons) a feedback terminal has.
+FEEDBACK_LEVELS = range(2, 6)
 PERIOD_MINUTES = (15, 30, 60)
 
 _NUM = (int, float)
@@ -176,6 +182,53 @@ def pin_key(pin: int | str) -> str:
         return f"GPIO{normalise_pin(pin)}"
     except ValueError:
         return str(pin).strip().upper()
+
+
+_LEVEL_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def _level_names(value: dict[str, Any]) -> None:
+    """Raise :class:`ValueError` unless ``value`` has 2–5 keys that are level names."""
+    if not FEEDBACK_LEVELS.start <= len(value) < FEEDBACK_LEVELS.stop:
+        raise ValueError(f"{len(value)} levels; a terminal has "
+                         f"{FEEDBACK_LEVELS.start}-{FEEDBACK_LEVELS.stop - 1}")
+    for name in value:
+        if not _LEVEL_RE.fullmatch(name):
+            raise ValueError(f"level name {name!r}: use lower-case letters, digits and '_'")
+
+
+def check_buttons(value: Any) -> dict[str, int]:
+    """``{very_happy = 5, happy = 6, ...}`` (best first, 2–5 levels) → level name → BCM pin.
+
+    Raises :class:`ValueError` naming the bad level or pin."""
+    if not isinstance(value, dict):
+        raise ValueError
+    _level_names(value)
+    out: dict[str, int] = {}
+    for name, pin in value.items():
+        try:
+            number = normalise_pin(pin)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e or 'not a pin'}") from None
+        if number in out.values():
+            raise ValueError(f"{name}: pin {pin!r} is already used by another button")
+        out[name] = number
+    return out
+
+
+def check_shares(value: Any) -> dict[str, float]:
+    """``{very_happy = 50, happy = 30, ...}`` (best first, 2–5 levels, relative weights ≥ 0,
+    not all 0) → level name → share (summing to 1).  Raises :class:`ValueError`."""
+    if not isinstance(value, dict):
+        raise ValueError
+    _level_names(value)
+    for name, w in value.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"{name}: the weight must be a number ≥ 0")
+    total = float(sum(value.values()))
+    if total <= 0:
+        raise ValueError("at least one weight must be > 0")
+    return {name: w / total for name, w in value.items()}
 
 
 _HOURS_RE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
@@ -400,6 +453,48 @@ SENSOR_KEYS: dict[str, dict[str, Key]] = {
                  doc="mean length of a visit, minutes (≤ 1 day)"),
         Key("seed", (int,), None, "an integer", None, "fixed seed: the same traffic every run"),
     ),
+    "feedback": _keys(
+        Key("buttons", (dict,), REQUIRED,
+            "a table of 2-5 levels, best first, each a BCM pin: "
+            "{ very_happy = 5, happy = 6, unhappy = 13, very_unhappy = 19 }",
+            check_buttons, "the answer buttons, best first, each wired from its pin to ground"),
+        Key("led_pin", _PIN, None, _PIN_EXPECTED, normalise_pin,
+            "optional 'thank you' light, lit for led_s after an answer"),
+        _num_key("led_s", 2.0, "seconds", 0, 60, lo_open=True,
+                 doc="how long the 'thank you' light stays on after an answer, seconds"),
+        _num_key("lockout_s", 3.0, "seconds", 0, 600,
+                 doc="a press less than this (s) after the terminal's previous press is a "
+                     "repeated press: kept, but left out of every score"),
+        Key("pull_up", (bool,), True, "true or false", None,
+            "internal pull-up (true: buttons wired to ground) or pull-down (false)"),
+        Key("active_high", (bool,), None, "true or false", None,
+            "line level while a button is pressed; absent: the opposite of pull_up"),
+        _num_key("min_pulse_ms", 30.0, "milliseconds", 0,
+                 doc="a press shorter than this (ms) is noise"),
+        _num_key("holdoff_ms", 50.0, "milliseconds", 0,
+                 doc="a press starting within this (ms) after the same button's previous "
+                     "one is contact chatter"),
+        _num_key("stuck_after_s", 10.0, "seconds", 0, lo_open=True,
+                 doc="a button held longer than this (s) is a fault (stuck), not an answer"),
+    ),
+    "feedback-simulated": _keys(
+        _num_key("answers_per_day", 150.0, "answers per weekday", 0, 1e6,
+                 doc="expected answers on a Monday–Friday (about 3 % of a 5,500-visit day)"),
+        _num_key("weekend_answers_per_day", 55.0, "answers per weekend day", 0, 1e6,
+                 doc="expected answers on a Saturday or Sunday"),
+        Key("shares", (dict,), {"very_happy": 0.5, "happy": 0.3, "unhappy": 0.15,
+                                "very_unhappy": 0.05},
+            "a table of 2-5 levels, best first, each a weight ≥ 0: "
+            "{ very_happy = 50, happy = 30, unhappy = 15, very_unhappy = 5 }",
+            check_shares, "the levels (best first) and the share of answers of each"),
+        _num_key("repeat_share", 0.05, "a share", 0, 1,
+                 doc="share of answers followed by a repeated press (0-1)"),
+        Key("weekday_hours", (str,), "08:00-20:00", "opening hours such as '08:00-20:00'",
+            _hours, "local opening hours on weekdays"),
+        Key("weekend_hours", (str,), "10:00-18:00", "opening hours such as '10:00-18:00'",
+            _hours, "local opening hours on weekend days"),
+        Key("seed", (int,), None, "an integer", None, "fixed seed: the same answers every run"),
+    ),
 }
 
 
@@ -566,7 +661,7 @@ class Config:
 
     @property
     def all_simulated(self) -> bool:
-        return all(s.type == "simulated" for s in self.sensors)
+        return all(s.type in SIMULATED_TYPES for s in self.sensors)
 
 
 def find_config_path(path: str | None = None) -> str:
@@ -731,14 +826,12 @@ class _Validator:
                     self.problem(f"{where} {key}", f"missing; expected {keys[key].expected}")
             for p in cross_check(stype, opts):
                 self.problem(f"{where} {p.key}", p.text)
-            for key in ("pin", "pin_a", "pin_b"):
-                if key not in opts:
-                    continue
-                if opts[key] in pins:
+            for key, pin, given in _pins_of(opts, rest):
+                if pin in pins:
                     self.problem(f"{where} {key}",
-                                 f"pin {rest[key]!r} is already used by {pins[opts[key]]}")
+                                 f"pin {given!r} is already used by {pins[pin]}")
                 else:
-                    pins[opts[key]] = f"sensor {sid!r} {key}"
+                    pins[pin] = f"sensor {sid!r} {key}"
             opts = {k: v for k, v in opts.items() if v is not None}
             out.append(SensorConfig(sid if isinstance(sid, str) else "", stype, opts))
         return out
@@ -773,6 +866,15 @@ class _Validator:
 
     def web(self, data: dict) -> WebConfig:
         return _web_section(self, data)
+
+
+def _pins_of(opts: Mapping[str, Any], raw: Mapping[str, Any]) -> list[tuple[str, int, Any]]:
+    """(key, BCM pin, pin as written) of every pin a sensor's checked ``opts`` use."""
+    out = [(key, opts[key], raw[key]) for key in ("pin", "pin_a", "pin_b", "led_pin")
+           if opts.get(key) is not None]
+    for level, pin in (opts.get("buttons") or {}).items():
+        out.append((f"buttons.{level}", pin, raw["buttons"][level]))
+    return out
 
 
 def _web_section(v: _Validator, data: dict) -> WebConfig:

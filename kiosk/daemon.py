@@ -37,13 +37,15 @@ import signal
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
+from zoneinfo import ZoneInfo
 
 from kiosk import __version__, systemd
 from kiosk.clock import Clock
-from kiosk.config import Config
+from kiosk.config import FEEDBACK_TYPES, Config
 from kiosk.config import load as load_config
 from kiosk.events import SensorEvent, SensorState
 from kiosk.exc import ConfigError, SensorError, StorageError
+from kiosk.feedback import silent_day
 from kiosk.sensors import build_sensor, build_sensors, reads_totals
 from kiosk.sensors.base import Sensor
 from kiosk.store import Store, pid_alive
@@ -267,7 +269,9 @@ class Daemon:
                       f"the previous run (pid {lost.get('pid')}) stopped on {lost.get('reason')} at "
                       f"{iso_utc(float(lost.get('at') or 0))} without writing its last counts: "
                       f"{held.visitors_in} in and {held.visitors_out} out ({held.pulses} pulse "
-                      f"messages{span}) were lost; the database could not be written: "
+                      f"messages{span})"
+                      + (f" and {held.answers} feedback press(es)" if held.answers else "")
+                      + " were lost; the database could not be written: "
                       f"{lost.get('error')}")
         elif "writes_failing" in record:
             fail = record["writes_failing"]
@@ -499,6 +503,7 @@ class Daemon:
             if now - last_prune >= prune_every:
                 last_prune = now
                 self._prune()
+                self._check_silent_terminals()
             # The loop got round: the writer is alive (a failing disk keeps pinging, since a
             # restart would only lose the counts held in memory).
             real = time.monotonic()
@@ -532,6 +537,25 @@ class Daemon:
                 log.info("removed %d raw events/journal lines past retention", n)
         except Exception as e:
             log.warning("retention sweep failed (will try again in an hour): %s", e)
+
+    def _check_silent_terminals(self) -> None:
+        """Journal (once per terminal and day, WARNING) a feedback terminal that had no press
+        on a completed day on which visits were counted: a loose cable, a covered terminal."""
+        terminals = [s.id for s in self.config.sensors if s.type in FEEDBACK_TYPES]
+        if not terminals:
+            return
+        store, w = self._st(), self._w()
+        try:
+            told = dict(store.meta("feedback_silent_journalled") or {})
+            tz = ZoneInfo(self.config.device.timezone)
+            for sid in terminals:
+                silent = silent_day(store, sid, tz, self.clock.now())
+                if silent is not None and told.get(sid) != silent.day.isoformat():
+                    w.journal("WARNING", "feedback-silent", silent.message(), sensor_id=sid)
+                    told[sid] = silent.day.isoformat()
+            w.flush(meta={**self._meta(), "feedback_silent_journalled": told})
+        except Exception as e:  # counting goes on; the check runs again in an hour
+            log.warning("could not check the feedback terminals: %s", e)
 
     def _do_reload(self) -> str | None:
         """Re-read the config; rebuild only the sensors and services whose config changed.

@@ -95,13 +95,26 @@ class _Progress:
                 backlog = store.backlog().pending
                 self.printer.print(
                     f"[{datetime.fromtimestamp(now, tz):%a %d.%m %H:%M %Z}] counted today "
-                    f"{i} in / {o} out; receiver has {self.printer.accepted_periods} periods "
-                    f"({self.printer.accepted_in} in); backlog {backlog}")
+                    f"{i} in / {o} out; {feedback_text(store, day, now + 1)}; receiver has "
+                    f"{self.printer.accepted_periods} periods ({self.printer.accepted_in} in); "
+                    f"backlog {backlog}")
                 if self.stop_at is not None and now >= self.stop_at:
                     self.daemon.request_stop()
                     return
         finally:
             store.close()
+
+
+def feedback_text(store: Any, since: float, until: float) -> str:
+    """``feedback 12 answers, mean score 71.4`` for the answers in [since, until) (UTC s)."""
+    from kiosk.feedback import score
+
+    rows = store.feedback_rows(since, until)
+    n = sum(r.answers for r in rows)
+    if not n:
+        return "feedback 0 answers"
+    mean = sum(r.answers * score(r.rank, r.scale) for r in rows) / n
+    return f"feedback {n} answers, mean score {mean:.1f}"
 
 
 def run_demo(*, data_dir: str, speed: float, hours: float | None, start_at: str | None,
@@ -135,7 +148,8 @@ def run_demo(*, data_dir: str, speed: float, hours: float | None, start_at: str 
     cfg = replace(cfg, upload=UploadConfig(url=receiver.url, token_file=str(token_file),
                                            period_minutes=60, jitter_s=120, grace_s=5))
     stop_at = start + hours * 3600 if hours else None
-    printer.print(f"kiosk demo: 2 simulated entrances, clock x{speed:g} from "
+    printer.print(f"kiosk demo: 2 simulated entrances and a feedback terminal, clock "
+                  f"x{speed:g} from "
                   f"{datetime.fromtimestamp(start, tz):%a %d.%m.%Y %H:%M %Z}, "
                   f"database {d / 'counts.db'}")
     printer.print(f"reference receiver on {receiver.url}; Ctrl-C stops")

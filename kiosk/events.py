@@ -42,6 +42,26 @@ class Pulse:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """A visitor pressed the ``level`` button of feedback terminal ``sensor_id`` at UTC second
+    ``ts`` (the start of the press).
+
+    ``rank`` is the level's place on the terminal's scale of ``scale`` levels, 0 the best
+    (so the answer's score is ``100 * (scale - 1 - rank) / (scale - 1)``).  ``repeated``: the
+    press came less than ``lockout_s`` after the terminal's previous press; it is kept but
+    left out of every score.  ``boottime`` as for :class:`Pulse`.
+    """
+
+    sensor_id: str
+    ts: float
+    level: str
+    rank: int
+    scale: int
+    repeated: bool = False
+    boottime: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SensorEvent:
     """A change of sensor state or a notable happening (fault, reconnect, device reset).
 
@@ -88,7 +108,7 @@ class TotalsState:
     totals_out: ChannelState
 
 
-Message = Pulse | SensorEvent | Rejected | TotalsState
+Message = Pulse | Answer | SensorEvent | Rejected | TotalsState
 Emit = Callable[[Message], None]
 
 

@@ -153,6 +153,17 @@ _HEALTH: dict[str, Check] = {
     "database_bytes": _NONNEG, "backlog_periods": _NONNEG,
     "oldest_unsent": _nullable(_TS), "quarantined_periods": _NONNEG,
 }
+_LEVEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_LEVEL: dict[str, Check] = {
+    "level": _string(_LEVEL_NAME, "1-32 of a-z 0-9 _, starting with a letter"),
+    "rank": _integer(0, 4), "answers": _COUNT, "repeated": _COUNT,
+}
+_FEEDBACK: dict[str, Check] = {
+    "sensor_id": _IDENT, "start": _PERIOD, "end": _PERIOD,
+    "local_start": _TOTAL["local_start"], "scale": _integer(2, 5),
+    "answers": _COUNT, "repeated": _COUNT, "coverage": _TOTAL["coverage"],
+    "revision": _TOTAL["revision"],
+}
 _TOP: dict[str, Check] = {
     "schema": lambda v: None if v == SCHEMA_NAME and isinstance(v, str) else (
         f"must be {SCHEMA_NAME!r} (got {_show(v)})"),
@@ -203,6 +214,15 @@ def schema_problems(body: Any) -> list[Problem]:
                                 f"must be a string of 1-64 characters (got {_show(flag)})"})
             if isinstance(total["flags"], list) and len(total["flags"]) > 16:
                 out.append({"path": f"{p}/flags", "message": "must have at most 16 items"})
+    for i, fb in enumerate(_array(body["feedback"], "/feedback", out) if "feedback" in body
+                           else []):
+        p = f"/feedback/{i}"
+        if _object(fb, p, _FEEDBACK, [*_FEEDBACK, "levels"], out) and "levels" in fb:
+            levels = _array(fb["levels"], f"{p}/levels", out)
+            if not 2 <= len(levels) <= 5 and isinstance(fb["levels"], list):
+                out.append({"path": f"{p}/levels", "message": "must have 2-5 items"})
+            for j, lv in enumerate(levels):
+                _object(lv, f"{p}/levels/{j}", _LEVEL, list(_LEVEL), out)
     health = body.get("health")
     if "health" in body and _object(health, "/health", _HEALTH, [*_HEALTH, "sensors"], out):
         for i, sensor in enumerate(_array(health["sensors"], "/health/sensors", out)
@@ -240,9 +260,29 @@ def semantic_problems(body: dict[str, Any]) -> list[Problem]:
     for path, ts in stamps:
         if ts is not None and _parse(ts) is None:
             out.append({"path": path, "message": f"is not a real date and time ({ts})"})
+    out += _period_problems(body["totals"], "/totals")
+    out += _period_problems(body.get("feedback", []), "/feedback")
+    for i, fb in enumerate(body.get("feedback", [])):
+        p = f"/feedback/{i}"
+        for name in ("answers", "repeated"):
+            if sum(lv[name] for lv in fb["levels"]) != fb[name]:
+                out.append({"path": f"{p}/{name}", "message":
+                            f"must be the sum of the levels' {name}"})
+        ranks = [lv["rank"] for lv in fb["levels"]]
+        if any(r >= fb["scale"] for r in ranks) or len(set(ranks)) != len(ranks) \
+                or len({lv["level"] for lv in fb["levels"]}) != len(ranks):
+            out.append({"path": f"{p}/levels", "message":
+                        "levels must have distinct names and distinct ranks below scale"})
+    return out
+
+
+def _period_problems(items: list[dict[str, Any]], where: str) -> list[Problem]:
+    """Real dates, 15/30/60-minute periods aligned in UTC, local_start the same instant,
+    each (sensor_id, start) once in ``items`` (the body's ``where`` array)."""
+    out: list[Problem] = []
     seen: dict[tuple[str, str], int] = {}
-    for i, t in enumerate(body["totals"]):
-        p = f"/totals/{i}"
+    for i, t in enumerate(items):
+        p = f"{where}/{i}"
         start, end, local = _parse(t["start"]), _parse(t["end"]), _parse(t["local_start"])
         for name, value in (("start", start), ("end", end), ("local_start", local)):
             if value is None:
@@ -263,18 +303,19 @@ def semantic_problems(body: dict[str, Any]) -> list[Problem]:
         key = (t["sensor_id"], t["start"])
         if key in seen:
             out.append({"path": p,
-                        "message": f"repeats sensor_id and start of /totals/{seen[key]}"})
+                        "message": f"repeats sensor_id and start of {where}/{seen[key]}"})
         seen.setdefault(key, i)
     return out
 
 
 def _annotate(problems: list[Problem], body: Any) -> list[Problem]:
-    """Add index, sensor_id and start to problems inside ``totals[i]`` (for quarantining)."""
+    """Add index, sensor_id and start to problems inside ``totals[i]`` or ``feedback[i]``
+    (for quarantining; ``index`` is the position in the array the path names)."""
     for p in problems:
-        m = re.match(r"/totals/([0-9]+)", p["path"])
+        m = re.match(r"/(totals|feedback)/([0-9]+)", p["path"])
         if m:
-            p["index"] = i = int(m.group(1))
-            t = body["totals"][i]
+            p["index"] = i = int(m.group(2))
+            t = body[m.group(1)][i]
             if isinstance(t, dict):
                 p.update({k: t[k] for k in ("sensor_id", "start") if isinstance(t.get(k), str)})
     return problems
@@ -310,6 +351,12 @@ CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, remote TEXT, user_agent TEXT,
     device_id TEXT, idempotency_key TEXT, status INTEGER NOT NULL, n_totals INTEGER,
     accepted INTEGER, duplicates INTEGER, superseded INTEGER, error TEXT);
+CREATE TABLE IF NOT EXISTS feedback (
+    device_id TEXT NOT NULL, sensor_id TEXT NOT NULL, start TEXT NOT NULL, "end" TEXT NOT NULL,
+    local_start TEXT NOT NULL, site TEXT NOT NULL, timezone TEXT NOT NULL, scale INTEGER NOT NULL,
+    levels TEXT NOT NULL, answers INTEGER NOT NULL, repeated INTEGER NOT NULL,
+    coverage REAL NOT NULL, revision INTEGER NOT NULL, received_at TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL, PRIMARY KEY (device_id, sensor_id, start));
 CREATE TABLE IF NOT EXISTS refused (
     remote TEXT PRIMARY KEY, status INTEGER NOT NULL, count INTEGER NOT NULL,
     first_seen TEXT NOT NULL, last_seen TEXT NOT NULL);
@@ -572,8 +619,8 @@ class Receiver:
             log.exception("receiver failed")
             status, payload, extra = 500, {"error": "internal error"}, []
         rec["status"], rec["error"] = status, payload.get("error")
-        if status < 300:
-            rec.update(payload)
+        if status < 300:  # the request log keeps the totals' counts (feedback's are in the answer)
+            rec.update({k: v for k, v in payload.items() if k in rec})
         self._log(rec)
         return status, payload, extra
 
@@ -689,6 +736,7 @@ class Receiver:
                             f"in={row['in_count']}, out={row['out_count']}, "
                             f"coverage={row['coverage']:g}; send changed counts as revision "
                             f"{row['revision'] + 1}")})
+                fb_counts, fb_new = self._feedback(db, body, conflicts)
                 if conflicts:
                     db.rollback()
                     return 422, _error("conflicting totals for the same revision",
@@ -699,6 +747,12 @@ class Receiver:
                         (dev, t["sensor_id"], t["start"], t["end"], t["local_start"], body["site"],
                          body["timezone"], t["in"], t["out"], t["coverage"], t["revision"],
                          json.dumps(t["flags"]) if t["flags"] else None, now, key))
+                for f in fb_new:
+                    db.execute(
+                        f"INSERT OR REPLACE INTO feedback VALUES ({', '.join('?' * 15)})",
+                        (dev, f["sensor_id"], f["start"], f["end"], f["local_start"], body["site"],
+                         body["timezone"], f["scale"], json.dumps(f["levels"]), f["answers"],
+                         f["repeated"], f["coverage"], f["revision"], now, key))
                 db.execute(
                     "INSERT OR IGNORE INTO health (device_id, site, sent_at, sent_ts, received_at, "
                     "idempotency_key, health) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -709,7 +763,40 @@ class Receiver:
                 db.rollback()
                 raise
         counts["accepted"] = len(new)
+        if "feedback" in body:
+            fb_counts["accepted"] = len(fb_new)
+            counts["feedback"] = fb_counts  # type: ignore[assignment]
         return 200, counts, new
+
+    @staticmethod
+    def _feedback(db: sqlite3.Connection, body: dict[str, Any], conflicts: list[Problem]
+                  ) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Judge the body's ``feedback`` entries like totals: (counts, entries to store);
+        a changed entry under a revision already held goes to ``conflicts``."""
+        counts = {"accepted": 0, "duplicates": 0, "superseded": 0}
+        new = []
+        for i, f in enumerate(body.get("feedback", [])):
+            row = db.execute("SELECT * FROM feedback WHERE device_id = ? AND sensor_id = ? "
+                             "AND start = ?", (body["device_id"], f["sensor_id"], f["start"])
+                             ).fetchone()
+            rev = int(f["revision"])
+            entry = {k: f[k] for k in ("sensor_id", "start", "end", "local_start", "scale",
+                                       "answers", "repeated", "revision")}
+            entry["coverage"] = float(f["coverage"])
+            entry["levels"] = [{k: lv[k] for k in ("level", "rank", "answers", "repeated")}
+                               for lv in f["levels"]]
+            if row is None or rev > row["revision"]:
+                new.append(entry)
+            elif rev < row["revision"]:
+                counts["superseded"] += 1
+            elif (json.loads(row["levels"]), row["end"]) == (entry["levels"], entry["end"]) \
+                    and abs(entry["coverage"] - row["coverage"]) <= 1e-6:
+                counts["duplicates"] += 1
+            else:
+                conflicts.append({"path": f"/feedback/{i}", "message": (
+                    f"revision {rev} is already held with other answers; send changed answers "
+                    f"as revision {row['revision'] + 1}")})
+        return counts, new
 
 
 def _total(t: dict[str, Any]) -> dict[str, Any]:
@@ -906,6 +993,24 @@ def show(db_path: str) -> list[dict[str, Any]]:
              "coverage": r["coverage"], "revision": r["revision"],
              "flags": json.loads(r["flags"]) if r["flags"] else [],
              "received_at": r["received_at"]} for r in rows]
+
+
+def show_feedback(db_path: str) -> list[dict[str, Any]]:
+    """Every stored feedback entry, sorted by device_id, sensor_id, start (protocol names)."""
+    db = _connect(db_path, create=False)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'feedback'").fetchone() is None:
+            return []  # a receiver database from before feedback: none held
+        rows = db.execute("SELECT * FROM feedback ORDER BY device_id, sensor_id, start").fetchall()
+    except sqlite3.Error as e:
+        raise StorageError(f"{db_path} is not a receiver database: {e}") from e
+    finally:
+        db.close()
+    return [{"device_id": r["device_id"], "sensor_id": r["sensor_id"], "start": r["start"],
+             "end": r["end"], "local_start": r["local_start"], "scale": r["scale"],
+             "levels": json.loads(r["levels"]), "answers": r["answers"],
+             "repeated": r["repeated"], "coverage": r["coverage"], "revision": r["revision"]}
+            for r in rows]
 
 
 def summary(db_path: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from enum import IntEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from kiosk.config import Config
+from kiosk.config import FEEDBACK_TYPES, Config
+from kiosk.feedback import silent_day
 from kiosk.periods import iso_local, local_midnight
 from kiosk.store import Store, pid_alive
 from kiosk.store.health import read_health
@@ -61,6 +62,9 @@ def health(info: dict[str, Any]) -> tuple[StatusCode, list[str]]:
     elif d["state"] == "writes failing":
         found[StatusCode.WRITES_FAILING] = "daemon cannot write the database"
     bad = [f"{s['sensor_id']} {s['state']}" for s in info["sensors"] if s["state"] in ("down", "stuck")]
+    bad += [f"{s['sensor_id']} silent on {s['silent_day']['date']} while "
+            f"{s['silent_day']['visits']:,} visits were counted"
+            for s in info["sensors"] if s.get("silent_day")]
     if bad:
         found[StatusCode.SENSOR_FAULT] = "sensor " + ", ".join(bad)
     if (info.get("upload") or {}).get("paused"):
@@ -112,6 +116,8 @@ def collect(store: Store, *, tz: ZoneInfo, config: Config | None, now: float) ->
             "rejected_lines": r.get("rejected_lines", 0),
             "configured": sid in configured if config else None,
         })
+        if (r.get("kind") or configured.get(sid)) in FEEDBACK_TYPES:
+            sensors[-1].update(_terminal_info(store, sid, tz, now, today, tomorrow))
     info: dict[str, Any] = {
         "device": ({"id": config.device.id, "site": config.device.site,
                     "timezone": config.device.timezone} if config else None),
@@ -163,6 +169,18 @@ def writes_failing(db_path: str, pid: int | None) -> dict[str, Any] | None:
     if not isinstance(record, dict) or (pid is not None and record.get("pid") != pid):
         return None
     return record
+
+
+def _terminal_info(store: Store, sid: str, tz: ZoneInfo, now: float, today: float,
+                   tomorrow: float) -> dict[str, Any]:
+    """A feedback terminal's answers today and the latest silent day (see
+    :func:`kiosk.feedback.silent_day`)."""
+    rows = store.feedback_rows(today, tomorrow, [sid])
+    silent = silent_day(store, sid, tz, now)
+    return {"answers_today": {r.level: r.answers for r in rows},
+            "repeated_today": sum(r.repeated for r in rows),
+            "silent_day": None if silent is None else {"date": silent.day.isoformat(),
+                                                       "visits": silent.visits}}
 
 
 def _clock_info(store: Store, running: bool) -> dict[str, Any]:
@@ -271,6 +289,17 @@ def render(info: dict[str, Any], *, width: int = 100) -> str:
     elif c["waiting_pulses"]:
         lines.append(f"clock:    {c['waiting_pulses']} pulse message(s) from a boot without a set "
                      f"clock wait to be placed (at the next start with a set clock)")
+    for s in info["sensors"]:
+        if "answers_today" in s:
+            levels = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["answers_today"].items())
+            lines.append(f"answers:  {s['sensor_id']}: {sum(s['answers_today'].values())} today"
+                         + (f" ({levels})" if levels else "")
+                         + (f", {s['repeated_today']} repeated press(es) left out"
+                            if s["repeated_today"] else ""))
+            if s["silent_day"]:
+                lines.append(f"          SILENT on {s['silent_day']['date']}: not one press "
+                             f"while {s['silent_day']['visits']:,} visits were counted (a "
+                             f"loose button cable?)")
     lines.extend(_render_upload(info.get("upload")))
     h = info.get("health")
     if h:

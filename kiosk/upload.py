@@ -32,7 +32,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,8 +43,9 @@ from kiosk import __version__
 from kiosk.annotations import FlagIndex, changed_ranges
 from kiosk.answers import AnswerCounts, error_text, judge_success, names_totals, redirect_text
 from kiosk.clock import Clock
-from kiosk.config import Config, UploadConfig
+from kiosk.config import FEEDBACK_TYPES, Config, UploadConfig
 from kiosk.exc import UploadError
+from kiosk.feedback import FeedbackTotal, configured_levels, feedback_totals, levels_from_json, levels_json
 from kiosk.importer import uploadable
 from kiosk.periods import PERIODS, iso_local, iso_utc, totals
 from kiosk.store import JournalEntry, OutboxRow, Store, pid_alive
@@ -199,6 +200,8 @@ class Uploader:
         self.live_run_id = live_run_id
         self._live_run = live_run
         self.tz = ZoneInfo(config.device.timezone)
+        #: The feedback terminals' levels, best first (their totals list every level).
+        self.levels = configured_levels(config)
         self.period_s = self.up.period_minutes * 60
         self.rng = rng or random.Random()
         self.retries = retries
@@ -289,12 +292,14 @@ class Uploader:
             for lo in range(a, b, SCAN_WINDOW_S):
                 hi = min(b, lo + SCAN_WINDOW_S)
                 found = uploadable(self.store, totals(self.store, lo, hi, name, self.tz, sensors))
-                changed += self._merge(found, lo, hi)
+                answered = feedback_totals(self.store, lo, hi, name, self.tz, self.levels)
+                changed += self._merge(found, lo, hi, answered)
                 done += (hi - lo) // self.period_s
                 self._report(SyncPhase.SCAN, done, todo)
         return changed
 
-    def _merge(self, found: list, lo: int, hi: int) -> int:
+    def _merge(self, found: list, lo: int, hi: int,
+               answered: Sequence[FeedbackTotal] = ()) -> int:
         flags = FlagIndex(self.store, lo, hi, for_upload=True)
         texts: dict[tuple[str, ...], str | None] = {(): None}  # a few distinct flag lists
         rows = []
@@ -304,6 +309,10 @@ class Uploader:
                 texts[f] = json.dumps(list(f))
             rows.append(MergeTotal(t.sensor_id, t.start, t.end, t.in_count, t.out_count,
                                    max(t.coverage, MIN_COVERAGE), texts[f]))
+        for a in answered:  # a terminal's answers: absolute, revisioned like a visit total
+            rows.append(MergeTotal(a.sensor_id, a.start, a.end, a.answers, a.repeated,
+                                   max(a.coverage, MIN_COVERAGE), None,
+                                   levels_json(a.scale, a.levels)))
         with self.store.write() as conn:
             # a revision that may have reached the server is never changed in place
             return merge_totals(conn, rows)
@@ -325,8 +334,8 @@ class Uploader:
         sensors = []
         kinds = {s.id: s.type for s in self.config.sensors}
         for r in self.store.sensor_rows():
-            if r["sensor_id"] not in kinds:
-                continue
+            if r["sensor_id"] not in kinds or kinds[r["sensor_id"]] in FEEDBACK_TYPES:
+                continue  # a feedback terminal's state goes with its answers (``feedback``)
             sensors.append({
                 "sensor_id": r["sensor_id"], "kind": r["kind"],
                 "state": r["state"] if r["state"] in ("ok", "down", "stuck", "simulated",
@@ -368,11 +377,24 @@ class Uploader:
                  "local_start": iso_local(start, self.tz), "in": i, "out": o,
                  "coverage": round(cov, 4), "revision": rev,
                  **({"flags": flags[(sid, start)]} if (sid, start) in flags else {})}
-                for sid, start, end, i, o, cov, rev in items
+                for sid, start, end, i, o, cov, rev, levels in items if levels is None
             ],
             "health": self.health(),
         }
+        answered = [r for r in items if r.levels is not None]
+        if answered:  # only when there are answers to send: a body without stays as it was
+            body["feedback"] = [self._feedback_item(r) for r in answered]
         return json.dumps(body, separators=(",", ":")).encode()
+
+    def _feedback_item(self, r: OutboxRow) -> dict[str, Any]:
+        """One ``feedback`` entry of the body (protocol §feedback)."""
+        scale, levels = levels_from_json(r.levels or "")
+        return {"sensor_id": r.sensor_id, "start": iso_utc(r.start), "end": iso_utc(r.end),
+                "local_start": iso_local(r.start, self.tz), "scale": scale,
+                "levels": [{"level": lv.level, "rank": lv.rank, "answers": lv.answers,
+                            "repeated": lv.repeated} for lv in levels],
+                "answers": r.in_count, "repeated": r.out_count,
+                "coverage": round(r.coverage, 4), "revision": r.revision}
 
     def _new_request(self, items: list[OutboxRow]) -> int:
         body = self._body(items)
@@ -494,7 +516,7 @@ class Uploader:
         t0 = time.monotonic()
         outcome = self.post(bytes(body), key)
         took = time.monotonic() - t0
-        outcome = _filed_all(outcome, len(items))
+        outcome = _filed_all(outcome, _visit_totals(body))
         if outcome.kind == UploadOutcome.OK:
             self.store.mark_sent(req_id, items, self.clock.now())
             if outcome.counts is not None and outcome.counts.superseded:
@@ -734,6 +756,15 @@ def _filed_all(outcome: Outcome, n_totals: int) -> Outcome:
     return Outcome(UploadOutcome.RETRY, outcome.status,
                    f"the server answered {outcome.status} but filed {outcome.counts.total} "
                    f"of the {n_totals} totals sent")
+
+
+def _visit_totals(body: bytes) -> int:
+    """How many visit totals a stored body carries (the count a server files: one that does
+    not know ``feedback`` files only these)."""
+    try:
+        return len(json.loads(body)["totals"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -6,9 +6,10 @@ dropped: the pending counts stay in memory and the next flush tries again.
 
 Two kinds of data wait in memory (SD-card wear, see the README's durability promise):
 
-* *urgent*: counts, journal lines and sensor state changes.  :attr:`Writer.pending`
-  says some wait; the daemon writes them within ``flush_interval_s``.
-* *lazy*: raw events (the ``events`` table) and the sensors' last-pulse times.  A plain
+* *urgent*: counts, answers of feedback terminals, journal lines and sensor state changes.
+  :attr:`Writer.pending` says some wait; the daemon writes them within ``flush_interval_s``.
+* *lazy*: raw events (the ``events`` and ``feedback_events`` tables) and the sensors'
+  last-pulse times.  A plain
   :meth:`Writer.flush` leaves them in memory; ``flush(events=True)`` adds the raw
   events and a heartbeat (``flush(meta=...)``) writes everything.
 """
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kiosk.clock import Clock
-from kiosk.events import Message, Pulse, Rejected, SensorEvent, TotalsState
+from kiosk.events import Answer, Message, Pulse, Rejected, SensorEvent, TotalsState
 from kiosk.exc import StorageError
 from kiosk.store import JournalEntry, SensorRow, Store, UnplacedPulse, bucket_start
+from kiosk.store.feedback import AnswerEvent, AnswerKey, UnplacedAnswer
 from kiosk.store.health import HealthFile, Pending
 
 log = logging.getLogger("kiosk.writer")
@@ -90,6 +92,11 @@ class Writer:
         self.stats = FlushStats()
         self._counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
         self._events: list[tuple[float, str, str, int]] = []
+        #: [answers, repeated] per feedback bucket key, their raw presses, and presses taken
+        #: while the clock is untrusted (kept with their boot time, placed like pulses)
+        self._answers: dict[AnswerKey, list[int]] = defaultdict(lambda: [0, 0])
+        self._answer_events: list[AnswerEvent] = []
+        self._unplaced_answers: list[UnplacedAnswer] = []
         self._journal: list[JournalEntry] = []
         self._rejects: dict[str, _RejectLog] = {}
         self._dirty_sensors: set[str] = set()  # state or rejected lines changed: write now
@@ -153,6 +160,8 @@ class Writer:
             if row is not None and (row.last_pulse is None or ts > row.last_pulse):
                 row.last_pulse = ts
                 self._pulse_seen.add(msg.sensor_id)
+        elif type(msg) is Answer:
+            self._answer(msg)
         elif type(msg) is TotalsState:
             old = self.totals.get(msg.sensor_id)
             self.totals[msg.sensor_id] = msg
@@ -186,6 +195,25 @@ class Writer:
         if (step > 0 and ts < wall - step / 2) or (step < 0 and ts > wall - step / 2):
             return ts + step
         return ts
+
+    def _answer(self, msg: Answer) -> None:
+        """Add one press of a feedback terminal to its bucket (or keep it unplaced)."""
+        if not self.clock_trusted:
+            boottime = msg.boottime
+            if boottime is None:
+                boottime = self.clock.boottime() - (self.clock.now() - msg.ts)
+            self._unplaced_answers.append(UnplacedAnswer(
+                self._boot_id, boottime, msg.ts, msg.sensor_id, msg.level, msg.rank, msg.scale,
+                msg.repeated))
+            return
+        key = AnswerKey(msg.sensor_id, bucket_start(msg.ts), msg.level, msg.rank, msg.scale)
+        self._answers[key][1 if msg.repeated else 0] += 1
+        self._answer_events.append(AnswerEvent(msg.ts, msg.sensor_id, msg.level, msg.rank,
+                                               msg.scale, msg.repeated))
+        row = self._sensors.get(msg.sensor_id)
+        if row is not None and (row.last_pulse is None or msg.ts > row.last_pulse):
+            row.last_pulse = msg.ts
+            self._pulse_seen.add(msg.sensor_id)
 
     def _keep_unplaced(self, msg: Pulse) -> None:
         boottime = msg.boottime
@@ -249,12 +277,24 @@ class Writer:
         """True if urgent data (counts, journal lines, state changes, pulses waiting for the
         clock, serial running totals) waits to be written."""
         return bool(self._counts or self._journal or self._dirty_sensors or self._unplaced
-                    or self._totals_dirty or self._totals_forget)
+                    or self._totals_dirty or self._totals_forget or self._answers
+                    or self._unplaced_answers)
 
     @property
     def events_pending(self) -> int:
         """Raw events held in memory, not yet written."""
-        return len(self._events)
+        return len(self._events) + len(self._answer_events)
+
+    def pending_answers(self) -> dict[str, list[int]]:
+        """Per feedback terminal [answers, repeated] not yet written (placed or not)."""
+        out: dict[str, list[int]] = {}
+        for key, (a, r) in self._answers.items():
+            acc = out.setdefault(key.sensor_id, [0, 0])
+            acc[0] += a
+            acc[1] += r
+        for u in self._unplaced_answers:
+            out.setdefault(u.sensor_id, [0, 0])[1 if u.repeated else 0] += 1
+        return out
 
     @property
     def sensor_rows(self) -> list[SensorRow]:
@@ -267,7 +307,8 @@ class Writer:
         vout = sum(c[1] for c in self._counts.values())
         vin += sum(u.visitors for u in self._unplaced if u.direction == "in")
         vout += sum(u.visitors for u in self._unplaced if u.direction == "out")
-        return Pending(self._held_pulses, vin, vout, self._held_first, self._held_last)
+        answers = sum(a + r for a, r in self.pending_answers().values())
+        return Pending(self._held_pulses, vin, vout, self._held_first, self._held_last, answers)
 
     def pending_visitors(self) -> dict[str, list[int]]:
         """Per sensor [in, out] not yet written."""
@@ -292,6 +333,7 @@ class Writer:
         """
         now = self.clock.now()
         counts = dict(self._counts)
+        answers = dict(self._answers)
         heartbeat = meta is not None
         events = events or heartbeat
         dirty = self._dirty_sensors | self._pulse_seen if heartbeat else self._dirty_sensors
@@ -309,6 +351,9 @@ class Writer:
                 changed_at=changed_at,
                 totals=[self.totals[s] for s in sorted(self._totals_dirty) if s in self.totals],
                 forget_totals=sorted(self._totals_forget),
+                feedback=answers,
+                feedback_events=self._answer_events if events else (),
+                unplaced_answers=self._unplaced_answers,
             )
         except StorageError as e:
             self._failed(now, str(e))
@@ -321,9 +366,12 @@ class Writer:
         self._floor = (changed_at, self.clock.monotonic())
         self._counts.clear()
         self._unplaced.clear()
+        self._answers.clear()
+        self._unplaced_answers.clear()
         if events:
             self.stats.pulses += len(self._events)
             self._events.clear()
+            self._answer_events.clear()
         self._journal.clear()
         self._dirty_sensors.clear()
         self._held_pulses = 0
@@ -374,8 +422,8 @@ class Writer:
         if lost.first_ts is not None and lost.last_ts is not None:
             span = (f", counted between {iso_utc(lost.first_ts)} and {iso_utc(lost.last_ts)}")
         log.critical("stopping on %s without writing the last counts: %d in, %d out (%d pulse "
-                     "messages%s) are lost: %s", reason, lost.visitors_in, lost.visitors_out,
-                     lost.pulses, span, error)
+                     "messages%s) and %d feedback press(es) are lost: %s", reason,
+                     lost.visitors_in, lost.visitors_out, lost.pulses, span, lost.answers, error)
         if self.health is not None:
             self.health.write({"lost": {"at": now, "reason": reason, "error": error,
                                         "pid": os.getpid(), "since": self.stats.failing_since,

@@ -113,7 +113,8 @@ type = "laser"
     assert "id: duplicate sensor id; #1 has it already" in joined
     assert "pin: pin 'GPIO17' is already used by sensor 'a' pin" in joined
     assert "(id 'b') port: missing" in joined
-    assert "(id 'c') type: expected one of gpio, gpio-pair, serial, simulated, found 'laser'" in joined
+    assert ("(id 'c') type: expected one of gpio, gpio-pair, serial, simulated, feedback, "
+            "feedback-simulated, found 'laser'") in joined
 
 
 def test_duplicate_pins_across_pair():
@@ -367,7 +368,10 @@ def test_every_float_key_refuses_nan():
                 text = base.replace("[storage]\n", f"[storage]\n{key} = nan\n") \
                     if name == "[storage]" else base + f"{key} = nan\n"
                 assert any(f"{key}: expected" in p for p in problems(text)), key
-    bases = {"gpio": GOOD, "gpio-pair": PAIR, "serial": SERIAL, "simulated": SIM}
+    bases = {"gpio": GOOD, "gpio-pair": PAIR, "serial": SERIAL, "simulated": SIM,
+             "feedback": GOOD.replace('type = "gpio"\npin = 17',
+                                      'type = "feedback"\nbuttons = { a = 5, b = 6 }'),
+             "feedback-simulated": SIM.replace('"simulated"', '"feedback-simulated"')}
     for stype, keys in config.SENSOR_KEYS.items():
         for key, spec in keys.items():
             if float in spec.types:

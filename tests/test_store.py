@@ -50,7 +50,7 @@ def test_migrations_are_idempotent(tmp_path):
     s = Store.open(tmp_path / "c.db")
     names = [r[0] for r in s.conn.execute("SELECT name FROM _sqlite_migrations")]
     assert names == ["m001_initial", "m002_uploads", "m003_staff", "m004_fewer_indexes",
-                     "m005_serial_totals", "m006_unplaced_pulses"]
+                     "m005_serial_totals", "m006_unplaced_pulses", "m007_feedback"]
     s.close()
 
 

@@ -42,9 +42,10 @@ def demo(ctx: click.Context, data_dir: str, speed: float, hours: float | None,
          start_at: str | None) -> None:
     """Run the whole chain on this machine, no hardware or setup needed.
 
-    Two simulated entrances count into a local database on an accelerated clock; the
-    daemon uploads hourly totals to the reference receiver on 127.0.0.1, and each
-    period is printed as the receiver accepts it.  Stop with Ctrl-C or --hours.
+    Two simulated entrances and a simulated feedback terminal (satisfaction buttons)
+    count into a local database on an accelerated clock; the daemon uploads hourly
+    totals to the reference receiver on 127.0.0.1, and each period is printed as the
+    receiver accepts it.  Stop with Ctrl-C or --hours.
     """
     from kiosk.demo import run_demo
 

@@ -128,8 +128,19 @@ def receiver(port: int, host: str, db_path: str, token_file: str | None,
                             headers=["device", "sensor", "start (UTC)", "local start", "in",
                                      "out", "coverage", "revision"]))
         s = rx.summary(db_path)
+        answered = rx.show_feedback(db_path)
+        if answered:
+            click.echo("")
+            click.echo(tabulate(
+                [[f["device_id"], f["sensor_id"], f["start"], f["answers"], f["repeated"],
+                  ", ".join(f"{lv['level']} {lv['answers']}" for lv in f["levels"]),
+                  f["revision"]] for f in answered],
+                headers=["device", "terminal", "start (UTC)", "answers", "repeated",
+                         "per level (best first)", "revision"]))
         click.echo(f"{s['periods']} periods, {s['in']} in, {s['out']} out; "
-                   f"{s['requests']} requests {s['requests_by_status']}")
+                   + (f"{len(answered)} feedback periods, "
+                      f"{sum(f['answers'] for f in answered)} answers; " if answered else "")
+                   + f"{s['requests']} requests {s['requests_by_status']}")
         return
     token = None
     if token_file:

@@ -51,6 +51,7 @@ from kiosk.buckets import BUCKET_S
 from kiosk.exc import ExportError
 from kiosk.periods import Counted, iso_local, local_midnight, utc_offset_s
 from kiosk.report.counted import FULL, Side, compare, counted_time, load_side
+from kiosk.report.feedback import feedback_section
 from kiosk.report.reader import Reader, annotations_in
 from kiosk.report.spans import (
     COMPARISONS,
@@ -220,6 +221,10 @@ def build_report(store: Store, *, span: str, date: date, tz: ZoneInfo, visits: s
         "annotations": [{k: v for k, v in a.items() if not k.startswith("_")} for a in annotations],
     }
     report["notes"] = _notes(report, rows, now, tz)
+    feedback = feedback_section(store, span=span, first=first, tz=tz, end=end,
+                                in_progress=in_progress, visits=visits)
+    if feedback is not None:  # only a site with feedback terminals has the key
+        report["feedback"] = feedback
     return report
 
 

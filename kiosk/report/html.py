@@ -10,6 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from kiosk.report.feedback_html import feedback_html
 from kiosk.report.spans import WEEKDAYS
 from kiosk.report.text import (
     change_text,
@@ -277,6 +278,8 @@ def render_html(r: dict[str, Any]) -> str:
         parts.append(_table(["sensor", f"visits, {r['label']}", f"visits, {then}"],
                             [[s, num(v), num(c["by_sensor"].get(s) if c["visits"] is not None else None)]
                              for s, v in t["by_sensor"].items()]))
+    if r.get("feedback"):
+        parts.append(feedback_html({**r["feedback"], "row_unit": r["row_unit"]}))
     notes = note_lines(r)
     if notes:
         parts.append("<h2>Notes</h2>")

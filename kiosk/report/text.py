@@ -8,6 +8,7 @@ import json
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from kiosk.report.feedback import feedback_lines
 from kiosk.report.spans import SITE, day_label, fmt_date, short_when
 
 BLOCKS = "▏▎▍▌▋▊▉█"
@@ -203,6 +204,8 @@ def render_table(r: dict[str, Any]) -> str:
                                disable_numparse=True,
                                colalign=("left", *(("right", "left") * len(kinds)))), ""]
     lines += summary_lines(r)
+    if r.get("feedback"):
+        lines += ["", *feedback_lines(r["feedback"])]
     notes = note_lines(r)
     if notes:
         lines += ["", "Notes:", *(f"- {n}" for n in notes)]

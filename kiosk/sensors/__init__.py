@@ -46,6 +46,14 @@ def build_sensor(
         from kiosk.sensors.simulated import SimulatedSensor
 
         return SimulatedSensor(sc.id, emit=emit, clock=clock, timezone=timezone, **opts)
+    if sc.type == "feedback":
+        from kiosk.sensors.feedback import FeedbackSensor
+
+        return FeedbackSensor(sc.id, emit=emit, clock=clock, pin_factory=pin_factory, **opts)
+    if sc.type == "feedback-simulated":
+        from kiosk.sensors.feedback_simulated import SimulatedFeedbackSensor
+
+        return SimulatedFeedbackSensor(sc.id, emit=emit, clock=clock, timezone=timezone, **opts)
     raise ValueError(f"unknown sensor type {sc.type!r}")
 
 

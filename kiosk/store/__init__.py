@@ -3,7 +3,7 @@ of the package, grouped by table (all times are UTC seconds since the epoch).
 
 Modules:
 
-:mod:`~kiosk.store.schema`   the migrations m001–m005 and the "is it ours, is it migrated" check.
+:mod:`~kiosk.store.schema`   the migrations m001–m007 and the "is it ours, is it migrated" check.
 :mod:`~kiosk.store.counts`   ``counts`` (visitors per sensor in 15-minute buckets keyed by UTC
                              start, ``in`` and ``out`` apart), ``events`` (the raw pulse log,
                              kept ``event_retention_days``), ``runs`` (when the daemon was
@@ -16,6 +16,9 @@ Modules:
                              serial sensor, written with the counts derived from them.
 :mod:`~kiosk.store.placement` ``unplaced`` (pulses counted before the clock was set) and
                              ``time_estimated`` (buckets placed by estimate).
+:mod:`~kiosk.store.feedback` ``feedback`` (visitors' answers per terminal and level in
+                             15-minute buckets), ``feedback_events`` (raw presses) and
+                             ``feedback_unplaced`` (presses taken before the clock was set).
 :mod:`~kiosk.store.outbox`   ``uploads`` (each closed period's total, revision and state) and
                              ``upload_requests`` (bodies stored before sending, re-sent byte
                              for byte).
@@ -24,7 +27,7 @@ Who writes which table (each in short ``BEGIN IMMEDIATE`` transactions, :meth:`S
 SQLite lets one writer in at a time and the others wait up to ``BUSY_TIMEOUT_MS``):
 
 * the daemon's writer thread: ``counts``, ``events``, ``runs``, ``sensors``, ``meta``,
-  ``serial_totals``;
+  ``serial_totals``, ``feedback``, ``feedback_events``, ``feedback_unplaced``;
 * the uploader (the daemon's upload thread or ``kiosk sync``): ``uploads``,
   ``upload_requests`` and ``meta`` key ``upload`` (and ``upload_frontier``/``upload_scanned_at``);
 * the staff commands: ``kiosk annotate`` writes ``annotations``, ``kiosk import`` writes
@@ -49,6 +52,7 @@ import sqlite_utils
 from kiosk.buckets import BUCKET_S, bucket_start
 from kiosk.exc import DiskFullError, StorageError
 from kiosk.store.counts import CountsMixin, RunRow, SensorRow
+from kiosk.store.feedback import FeedbackMixin
 from kiosk.store.journal import JournalEntry, JournalMixin, insert_journal
 from kiosk.store.outbox import Backlog, OutboxMixin, OutboxRow, StoredRequest, UploadState
 from kiosk.store.placement import Placement, PlacementMixin, UnplacedPulse
@@ -115,12 +119,13 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin, TotalsMixin, PlacementMixin):
+class Store(CountsMixin, JournalMixin, StaffMixin, OutboxMixin, TotalsMixin, PlacementMixin,
+            FeedbackMixin):
     """The counts database.  Open with :meth:`open` (writer) or :meth:`open_reader` (CLI).
 
     Its methods come per table family from :mod:`kiosk.store.counts`,
-    :mod:`~kiosk.store.journal`, :mod:`~kiosk.store.staff`, :mod:`~kiosk.store.outbox` and
-    :mod:`~kiosk.store.totals`.
+    :mod:`~kiosk.store.journal`, :mod:`~kiosk.store.staff`, :mod:`~kiosk.store.outbox`,
+    :mod:`~kiosk.store.totals` and :mod:`~kiosk.store.feedback`.
     """
 
     def __init__(self, db: sqlite_utils.Database, path: str) -> None:

@@ -15,6 +15,14 @@ from typing import Any, NamedTuple
 
 from kiosk.events import TotalsState
 from kiosk.exc import DiskFullError
+from kiosk.store.feedback import (
+    AnswerEvent,
+    AnswerKey,
+    UnplacedAnswer,
+    add_feedback,
+    insert_feedback_events,
+    insert_unplaced_answers,
+)
 from kiosk.store.journal import JournalEntry, insert_journal
 from kiosk.store.placement import UnplacedPulse, insert_unplaced
 from kiosk.store.totals import delete_totals, write_totals
@@ -87,6 +95,9 @@ class CountsMixin:
         changed_at: float | None = None,
         totals: Iterable[TotalsState] = (),
         forget_totals: Iterable[str] = (),
+        feedback: dict[AnswerKey, list[int]] | None = None,
+        feedback_events: Sequence[AnswerEvent] = (),
+        unplaced_answers: Sequence[UnplacedAnswer] = (),
     ) -> None:
         """Write one flush in a single transaction.
 
@@ -99,13 +110,16 @@ class CountsMixin:
         the clock was set (:mod:`kiosk.store.placement`).  ``totals`` are the serial sensors'
         running totals after the readings these counts came from (same transaction: a crash
         keeps both or neither); ``forget_totals`` are sensor ids whose totals are dropped.
+        ``feedback``: [answers, repeated] to add per bucket key of a feedback terminal,
+        ``feedback_events`` its raw presses and ``unplaced_answers`` presses taken on an unset
+        clock (:mod:`kiosk.store.feedback`), all in the same transaction as the counts.
 
         When the disk is full, the reserve (:mod:`kiosk.store.reserve`) is released and the
         flush tried once more, so that the counts in hand still reach the disk.
         """
         args = (now, counts, events, list(sensors), list(journal), run_id, meta,  # retry-safe
                 unplaced, now if changed_at is None else changed_at, list(totals),
-                list(forget_totals))
+                list(forget_totals), feedback or {}, feedback_events, unplaced_answers)
         try:
             self._write_batch(*args)
         except DiskFullError:
@@ -118,7 +132,9 @@ class CountsMixin:
                      journal: Iterable[JournalEntry], run_id: int | None,
                      meta: dict[str, Any] | None, unplaced: Sequence[UnplacedPulse],
                      changed_at: float, totals: Iterable[TotalsState],
-                     forget_totals: Iterable[str]) -> None:
+                     forget_totals: Iterable[str], feedback: dict[AnswerKey, list[int]],
+                     feedback_events: Sequence[AnswerEvent],
+                     unplaced_answers: Sequence[UnplacedAnswer]) -> None:
         with self.write() as conn:  # type: ignore[attr-defined]
             if counts:
                 conn.executemany(
@@ -145,6 +161,12 @@ class CountsMixin:
                 write_meta(conn, meta)
             delete_totals(conn, forget_totals)
             write_totals(conn, totals, now)
+            if feedback:
+                add_feedback(conn, feedback, changed_at)
+            if feedback_events:
+                insert_feedback_events(conn, feedback_events)
+            if unplaced_answers:
+                insert_unplaced_answers(conn, unplaced_answers)
 
     def start_run(self, *, now: float, pid: int, version: str, boot_id: str | None = None,
                   clock_offset: float | None = None) -> int:
@@ -181,7 +203,7 @@ class CountsMixin:
             write_meta(conn, values)
 
     def prune(self, *, now: float, event_retention_days: int, journal_retention_days: int) -> int:
-        """Delete raw events and journal lines past retention; returns rows deleted.
+        """Delete raw events (pulses and presses) and journal lines past retention; returns rows deleted.
 
         Counts, runs and upload records are never pruned: they are the product.
         """
@@ -190,6 +212,9 @@ class CountsMixin:
                              (now - event_retention_days * 86400,)).rowcount
             n += conn.execute("DELETE FROM journal WHERE ts < ?",
                               (now - journal_retention_days * 86400,)).rowcount
+            if self.has_feedback:  # type: ignore[attr-defined]
+                n += conn.execute("DELETE FROM feedback_events WHERE ts < ?",
+                                  (now - event_retention_days * 86400,)).rowcount
         self.ensure_reserve()  # type: ignore[attr-defined]  # again, once there is room
         return n
 
@@ -252,10 +277,14 @@ class CountsMixin:
 
     def changed_periods(self, period_s: int, *, since: float, before: float) -> list[int]:
         """Starts (UTC s, multiples of ``period_s`` seconds) of periods before ``before``
-        whose counts changed after ``since``."""
-        rows = self.conn.execute(
-            "SELECT DISTINCT (start / ?) * ? FROM counts WHERE updated_at > ? AND start < ?",
-            (period_s, period_s, since, before)).fetchall()
+        whose counts or answers (feedback terminals) changed after ``since``."""
+        sql = "SELECT DISTINCT (start / ?) * ? FROM counts WHERE updated_at > ? AND start < ?"
+        params = [period_s, period_s, since, before]
+        if self.has_feedback:  # type: ignore[attr-defined]
+            sql += (" UNION SELECT DISTINCT (start / ?) * ? FROM feedback"
+                    " WHERE updated_at > ? AND start < ?")
+            params += params
+        rows = self.conn.execute(sql, params).fetchall()
         return [r[0] for r in rows]
 
     def counted_starts(self, sensor_id: str, lo: int, hi: int) -> list[int]:
@@ -277,7 +306,8 @@ class CountsMixin:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def sensor_ids(self) -> list[str]:
-        """Every sensor id with counts or state, sorted.
+        """Every visit sensor id with counts or state, sorted (feedback terminals, which count
+        answers rather than visits, are not among them: see ``feedback_terminal_ids``).
 
         The ids in ``counts`` are found by skipping along its primary key (one lookup per
         sensor), not by reading every bucket: a year of 4 sensors is 140,000 rows."""
@@ -286,7 +316,8 @@ class CountsMixin:
             " SELECT (SELECT min(sensor_id) FROM counts)"
             " UNION ALL SELECT (SELECT min(sensor_id) FROM counts WHERE sensor_id > ids.id)"
             " FROM ids WHERE ids.id IS NOT NULL)"
-            " SELECT sensor_id FROM sensors UNION SELECT id FROM ids WHERE id IS NOT NULL ORDER BY 1"
+            " SELECT sensor_id FROM sensors WHERE kind NOT IN ('feedback', 'feedback-simulated')"
+            " UNION SELECT id FROM ids WHERE id IS NOT NULL ORDER BY 1"
         ).fetchall()
         return [r[0] for r in rows]
 

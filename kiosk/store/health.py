@@ -42,6 +42,7 @@ class Pending(NamedTuple):
     visitors_out: int
     first_ts: float | None  #: UTC seconds of the oldest pulse held
     last_ts: float | None  #: UTC seconds of the newest pulse held
+    answers: int = 0  #: feedback presses held (answers and repeated)
 
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -49,7 +50,8 @@ class Pending(NamedTuple):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Pending:
         return cls(int(d.get("pulses", 0)), int(d.get("visitors_in", 0)),
-                   int(d.get("visitors_out", 0)), d.get("first_ts"), d.get("last_ts"))
+                   int(d.get("visitors_out", 0)), d.get("first_ts"), d.get("last_ts"),
+                   int(d.get("answers", 0)))
 
 
 class HealthFile:

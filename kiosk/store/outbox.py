@@ -23,7 +23,11 @@ class UploadState(StrEnum):
 
 
 class OutboxRow(NamedTuple):
-    """One total of the outbox, as it goes into a request (coverage 0–1)."""
+    """One total of the outbox, as it goes into a request (coverage 0–1).
+
+    A feedback terminal's total has ``levels`` (the JSON of :func:`kiosk.feedback.levels_json`;
+    ``in_count``/``out_count`` then hold its answers and repeated presses); a visit total has
+    None."""
 
     sensor_id: str
     start: int
@@ -32,6 +36,7 @@ class OutboxRow(NamedTuple):
     out_count: int
     coverage: float
     revision: int
+    levels: str | None = None
 
 
 class StoredRequest(NamedTuple):
@@ -54,7 +59,7 @@ class Backlog(NamedTuple):
     sent: int
 
 
-_ROW = "sensor_id, start, end, in_count, out_count, coverage, revision"
+_ROW = "sensor_id, start, end, in_count, out_count, coverage, revision, levels"
 
 # Counts of the outbox per state, kept by the connection's own writes (see OutboxMixin.backlog).
 _BACKLOG_DDL = (
@@ -83,6 +88,7 @@ class MergeTotal(NamedTuple):
     out_count: int
     coverage: float
     flags: str | None
+    levels: str | None = None  #: a feedback total's levels (JSON), None for visits
 
 
 def merge_total(conn: sqlite3.Connection, *, sensor_id: str, start: int, end: int,
@@ -109,25 +115,25 @@ def merge_totals(conn: sqlite3.Connection, found: Iterable[MergeTotal]) -> int:
     held: dict[tuple[str, int], tuple] = {}
     for sid, (lo, hi) in spans.items():
         for row in conn.execute(
-                "SELECT start, in_count, out_count, coverage, revision, state, attempted, flags"
-                " FROM uploads WHERE sensor_id = ? AND start >= ? AND start <= ?", (sid, lo, hi)):
+                "SELECT start, in_count, out_count, coverage, revision, state, attempted, flags,"
+                " levels FROM uploads WHERE sensor_id = ? AND start >= ? AND start <= ?", (sid, lo, hi)):
             held[(sid, row[0])] = row[1:]
     inserts, updates = [], []
     for key, t in latest.items():
         row = held.get(key)
         if row is None:
             inserts.append((t.sensor_id, t.start, t.end, t.in_count, t.out_count, t.coverage,
-                            UploadState.PENDING, t.flags))
-        elif (row[0], row[1], round(row[2], 4), row[6]) != (t.in_count, t.out_count,
-                                                            round(t.coverage, 4), t.flags):
+                            UploadState.PENDING, t.flags, t.levels))
+        elif (row[0], row[1], round(row[2], 4), row[6], row[7]) != (
+                t.in_count, t.out_count, round(t.coverage, 4), t.flags, t.levels):
             bump = 1 if (row[4] == UploadState.SENT or row[5]) else 0
-            updates.append((t.in_count, t.out_count, t.coverage, t.flags, bump, bump,
+            updates.append((t.in_count, t.out_count, t.coverage, t.flags, t.levels, bump, bump,
                             UploadState.QUARANTINED, UploadState.PENDING, t.sensor_id, t.start))
     conn.executemany(
         "INSERT INTO uploads (sensor_id, start, end, in_count, out_count, coverage,"
-        " revision, state, flags) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)", inserts)
+        " revision, state, flags, levels) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)", inserts)
     conn.executemany(
-        "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?, flags = ?,"
+        "UPDATE uploads SET in_count = ?, out_count = ?, coverage = ?, flags = ?, levels = ?,"
         " revision = revision + ?, attempted = CASE WHEN ? THEN 0 ELSE attempted END,"
         " state = CASE WHEN state = ? THEN state ELSE ? END"
         " WHERE sensor_id = ? AND start = ?", updates)
@@ -221,7 +227,7 @@ class OutboxMixin:
 
     def quarantined_totals(self) -> list[tuple[OutboxRow, str | None]]:
         """(total, error) of every quarantined total, by start then sensor."""
-        return [(OutboxRow(*r[:7]), r[7]) for r in self.conn.execute(
+        return [(OutboxRow(*r[:8]), r[8]) for r in self.conn.execute(
             f"SELECT {_ROW}, error FROM uploads WHERE state = ? ORDER BY start, sensor_id",
             (UploadState.QUARANTINED,))]
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from kiosk.buckets import BUCKET_S, bucket_start
+from kiosk.store.feedback import FEEDBACK_MIGRATION, place_unplaced_answers
 
 
 class UnplacedPulse(NamedTuple):
@@ -38,8 +39,9 @@ class Placement(NamedTuple):
     visitors: int  #: visitors in them
     estimated_pulses: int  #: pulse messages of earlier boots placed by estimate
     estimated_visitors: int
-    behind_s: float  #: how far the wall clock was behind in this boot (s; < 0: ahead; 0: unknown)
-    first: float | None  #: the earliest placed moment (UTC s)
+    answers: int = 0  #: feedback presses placed (answers and repeated, every boot)
+    behind_s: float = 0.0  #: how far the wall clock was behind in this boot (s; < 0: ahead; 0: unknown)
+    first: float | None = None  #: the earliest placed moment (UTC s)
 
 
 def insert_unplaced(conn: sqlite3.Connection, rows: Sequence[UnplacedPulse]) -> None:
@@ -60,10 +62,13 @@ class PlacementMixin:
         return int(row[0]), int(row[1])
 
     def needs_placement(self) -> bool:
-        """True if pulses or runs wait to be placed (kept on an unset clock)."""
+        """True if pulses, presses or runs wait to be placed (kept on an unset clock)."""
+        answers = (" OR EXISTS (SELECT 1 FROM feedback_unplaced)"
+                   if FEEDBACK_MIGRATION not in self.pending_migrations else "")  # type: ignore[attr-defined]
         return self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM unplaced)"
-            " OR EXISTS (SELECT 1 FROM runs WHERE clock_offset IS NOT NULL)").fetchone()[0] == 1
+            " OR EXISTS (SELECT 1 FROM runs WHERE clock_offset IS NOT NULL)" + answers
+        ).fetchone()[0] == 1
 
     def time_estimated(self, sensor_id: str, start: float, end: float) -> bool:
         """True if a bucket of ``sensor_id`` overlapping [start, end) (UTC s) holds pulses
@@ -119,8 +124,12 @@ class PlacementMixin:
             conn.executemany("INSERT OR IGNORE INTO time_estimated (sensor_id, start) VALUES (?, ?)",
                              sorted(estimated))
             conn.execute("DELETE FROM unplaced")
+            answers = 0
+            if FEEDBACK_MIGRATION not in self.pending_migrations:  # type: ignore[attr-defined]
+                answers, _estimated = place_unplaced_answers(conn, boot_id=boot_id,
+                                                             offset=offset, shifts=shifts, now=now)
             _place_runs(conn, boot_id, offset, shifts)
-        return Placement(n, v, en, ev, error, first)
+        return Placement(n, v, en, ev, answers, error, first)
 
 
 def _error_of_this_boot(conn: sqlite3.Connection, rows: Sequence[UnplacedPulse], boot_id: str,

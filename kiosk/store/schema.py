@@ -1,4 +1,4 @@
-"""The schema: the sqlite-utils migrations m001–m005, and the "is this database ours and
+"""The schema: the sqlite-utils migrations m001–m007, and the "is this database ours and
 migrated" check the readers use."""
 
 from __future__ import annotations
@@ -193,6 +193,50 @@ def m006_unplaced_pulses(db: sqlite_utils.Database) -> None:
         ALTER TABLE runs ADD COLUMN boot_id TEXT;
         -- wall - boottime when a run started on an unset clock; NULL once placed (or trusted)
         ALTER TABLE runs ADD COLUMN clock_offset REAL;
+        """
+    )
+
+
+@migrations()
+def m007_feedback(db: sqlite_utils.Database) -> None:
+    """Visitors' answers on feedback terminals (see kiosk.store.feedback): 15-minute buckets
+    per terminal and level, the raw presses, and presses kept before the clock was set."""
+    db.executescript(
+        """
+        CREATE TABLE feedback (
+            sensor_id TEXT NOT NULL,
+            start INTEGER NOT NULL,             -- UTC seconds, multiple of 900
+            level TEXT NOT NULL,                -- the button's name, e.g. 'very_happy'
+            rank INTEGER NOT NULL,              -- 0 = the best level of the terminal
+            scale INTEGER NOT NULL,             -- how many levels the terminal has (2-5)
+            answers INTEGER NOT NULL DEFAULT 0,
+            repeated INTEGER NOT NULL DEFAULT 0, -- presses within lockout_s: not answers
+            updated_at REAL NOT NULL,           -- UTC seconds of the last change
+            PRIMARY KEY (sensor_id, start, level)
+        ) WITHOUT ROWID;
+        CREATE INDEX feedback_updated ON feedback (updated_at);
+        CREATE TABLE feedback_events (         -- the raw presses, kept event_retention_days
+            ts REAL NOT NULL,
+            sensor_id TEXT NOT NULL,
+            level TEXT NOT NULL,
+            rank INTEGER NOT NULL,
+            scale INTEGER NOT NULL,
+            repeated INTEGER NOT NULL
+        );
+        CREATE INDEX feedback_events_ts ON feedback_events (ts);
+        CREATE TABLE feedback_unplaced (       -- presses taken before the clock was set
+            boot_id TEXT NOT NULL,
+            boottime REAL NOT NULL,
+            wall REAL NOT NULL,
+            sensor_id TEXT NOT NULL,
+            level TEXT NOT NULL,
+            rank INTEGER NOT NULL,
+            scale INTEGER NOT NULL,
+            repeated INTEGER NOT NULL
+        );
+        -- a feedback total in the outbox: its levels as JSON (NULL for a visit total); its
+        -- in_count/out_count hold the answers and repeated presses
+        ALTER TABLE uploads ADD COLUMN levels TEXT;
         """
     )
 
