@@ -31,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 from zoneinfo import ZoneInfo
@@ -62,6 +63,7 @@ def iso_utc(ts: float) -> str:
 
 # -- reading and checking the file ------------------------------------------------------------
 
+@lru_cache(maxsize=1024)  # a row's end is usually the next row's start
 def _time(text: str) -> int | str:
     """UTC seconds of an ISO 8601 time with Z or an offset, or a problem text."""
     t = text.strip()
@@ -79,13 +81,18 @@ def _time(text: str) -> int | str:
 
 def _count(text: str, name: str) -> int | str:
     t = text.strip()
-    if not re.fullmatch(r"\d+", t):
+    if not (t.isascii() and t.isdigit()) and not re.fullmatch(r"\d+", t):
         what = "negative" if re.fullmatch(r"-\d+", t) else "not a whole number"
         return f"{name} {text!r} is {what}; counts are whole numbers ≥ 0"
     n = int(t)
     if n > MAX_COUNT:
         return f"{name} {n} is more than {MAX_COUNT:,}"
     return n
+
+
+@lru_cache(maxsize=256)
+def _valid_sensor_id(sid: str) -> bool:
+    return SENSOR_ID.fullmatch(sid) is not None
 
 
 class _Stop(Exception):
@@ -186,7 +193,7 @@ def _check_row(cells: list[str], line: int, now: float) -> tuple[int, str, int, 
                 f"found {len(cells)}")
     sid, a, b, i, o = (c.strip() for c in cells)
     bad: list[str] = []
-    if not SENSOR_ID.fullmatch(sid):
+    if not _valid_sensor_id(sid):
         bad.append(f"sensor id {sid!r} is not valid (letters, digits and . _ : -, "
                    f"at most 64, as in the config)")
     start, end = _time(a), _time(b)
