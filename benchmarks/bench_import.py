@@ -8,7 +8,7 @@ wrapper, not this script, forks ``kiosk``, because a child's ``ru_maxrss`` also 
 pages of the process it was forked from.
 
     .venv/bin/python benchmarks/bench_import.py [--rows 350400 701568] [--runs 3]
-    .venv/bin/python benchmarks/bench_import.py --src /tmp/old-checkout   # another version
+    .venv/bin/python benchmarks/bench_import.py --src /tmp/old/   # the kiosk/ of another version
 
 Prints, per file size, the median over ``--runs`` of peak RSS (MB) and wall seconds
 (target: under 120 MB whatever the size); every run checks the rows arrived.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import statistics
 import subprocess
@@ -61,13 +60,23 @@ def write_csv(path: Path, rows: int) -> int:
     return n
 
 
+# Runs ``kiosk`` from the directory in argv[1] (an editable install's finder, which comes
+# before PYTHONPATH, is taken out of the way).
+FROM_SRC = """
+import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+sys.path.insert(0, sys.argv.pop(1))
+import kiosk
+assert kiosk.__file__.startswith(sys.path[0]), kiosk.__file__
+runpy.run_module("kiosk", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_once(csv: Path, db: Path, src: str | None) -> dict[str, float]:
     db.unlink(missing_ok=True)
-    env = dict(os.environ)
-    if src:
-        env["PYTHONPATH"] = src
-    out = subprocess.run([PY, "-c", WRAPPER, PY, "-m", "kiosk", "import", str(csv), "--db",
-                          str(db)], env=env, capture_output=True, text=True, check=True)
+    kiosk = [PY, "-c", FROM_SRC, str(Path(src).resolve())] if src else [PY, "-m", "kiosk"]
+    out = subprocess.run([PY, "-c", WRAPPER, *kiosk, "import", str(csv), "--db", str(db)],
+                         capture_output=True, text=True, check=True)
     m = json.loads(out.stdout.strip().splitlines()[-1])
     if m["rc"] != 0:
         raise SystemExit(f"kiosk import failed: {out.stdout}{out.stderr}")
@@ -78,7 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[350_400, 701_568])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--src", help="import kiosk from this directory (another version)")
+    ap.add_argument("--src", help="run the kiosk package found in this directory (another version)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -6,6 +6,12 @@ line, times in ISO 8601 with ``Z`` or an offset).  Every row is checked before a
 is written; one bad row and nothing is imported.  All rows go in one short write
 transaction, so the import is all or nothing, also beside the running daemon.
 
+The file is read once, 1 MiB at a time (hashed on the way, to recognise a file imported
+before); its good rows wait in TEMP tables of the store's connection
+(:mod:`kiosk.store.import_table`), where the checks against the file's other rows and
+against the database are SQL.  Memory does not grow with the file: of the problems, the
+first :data:`MAX_SHOWN` by line are kept, and how many there are.
+
 Where imported counts go: the ``counts`` bucket at the row's start, with ``import_id``
 set (NULL marks what this kiosk counted).  A row longer than 15 minutes (hourly or daily
 totals) sits whole in its first quarter hour, so 15-minute views show it there; hourly
@@ -168,7 +174,7 @@ def _text_lines(f: BinaryIO, sha: Any, *, size: int, progress: ProgressCallback 
                         f"save it as CSV UTF-8") from None
         pos += len(chunk)
         sha.update(chunk)
-        if progress is not None:
+        if progress is not None and chunk:
             progress(ImportProgress("read", pos, max(size, pos)))
         if first and text:
             text, first = text.removeprefix("\ufeff"), False
