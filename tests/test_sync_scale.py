@@ -328,3 +328,32 @@ def test_kiosk_import_of_a_large_file_streams_with_a_progress_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"crlf.csv: nothing to import: all {len(rows)} row(s) are already there\n"
     assert "\r" not in r.stdout + r.stderr
+
+
+def test_kiosk_import_killed_while_reading_leaves_the_database_as_it_was(tmp_path):
+    """kill -9 in the middle of the file: the rows read so far were only in the temp file
+    (gone with the process); nothing is in the database and the import can simply be run
+    again."""
+    db = tmp_path / "counts.db"
+    start = int(time.time()) // 86400 * 86400 - 1200 * 86400
+    rows = import_csv(tmp_path / "h.csv", start=start, days=1000)  # 288,000 rows, 13 MB
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk", "import", str(tmp_path / "h.csv"),
+                             "--db", str(db)], stdin=subprocess.DEVNULL, stdout=follower,
+                            stderr=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"reading: " not in seen and time.monotonic() < deadline:
+        if select.select([leader], [], [], 0.2)[0]:
+            seen += os.read(leader, 4096)
+    proc.kill()
+    proc.wait(30)
+    os.close(leader)
+    assert b"reading: " in seen and b"(100%)" not in seen, seen
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM counts").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM imports").fetchone()[0] == 0
+    r = kiosk("import", str(tmp_path / "h.csv"), "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"imported {len(rows)} row(s) from h.csv (import #1)")
