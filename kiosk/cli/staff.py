@@ -22,11 +22,9 @@ from kiosk.annotations import (
 )
 from kiosk.cli.options import CONTEXT, config_option, db_option, locate, open_store
 from kiosk.cli.uploads import ProgressLine
+from kiosk.import_csv import SENSOR_ID, ImportProgress, ProgressCallback
 from kiosk.importer import (
-    SENSOR_ID,
     ImportFileError,
-    ImportProgress,
-    ProgressCallback,
     import_file,
     import_summary,
     imports,
