@@ -674,3 +674,72 @@ def test_undo_and_delete_do_not_create_a_database(tmp_path):
     assert r.exit_code == 1 and "no database yet" in r.output and not missing.exists()
     r = kiosk("log", "--db", missing)
     assert r.exit_code == 1 and "no database yet" in r.output and not missing.exists()
+
+
+def test_import_reads_the_file_in_chunks_as_one_text(tmp_path):
+    """The file is read 1 MiB at a time: a character split by a chunk, a BOM, \\r line
+    ends and a byte that is not UTF-8 far into the file are all seen as in one piece."""
+    start = int(datetime(2024, 1, 1, tzinfo=ZoneInfo("UTC")).timestamp())
+    parts = ["\ufeffsensor_id,start,end,in,out\r"]
+    size = len(parts[0].encode())
+    for k in range(30_000):
+        if (1 << 20) - 60 <= size < (1 << 20):  # a blank line of no-break spaces (2 bytes
+            pad = " " if ((1 << 20) - size) % 2 == 0 else ""  # each) across the boundary
+            parts.append(pad + "\u00a0" * 40 + "\r")
+            size += len(parts[-1].encode())
+        parts.append(f"a,{iso(start + 900 * k)},{iso(start + 900 * (k + 1))},{k % 7},{k % 3}\r")
+        size += len(parts[-1])
+    data = "".join(parts).encode()
+    assert data[(1 << 20) - 1:(1 << 20) + 1] == b"\xc2\xa0"  # the 1 MiB boundary splits one
+    f = tmp_path / "mac.csv"
+    f.write_bytes(data)
+    db = tmp_path / "fresh.db"
+    r = kiosk("import", f, "--db", db)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("imported 30000 row(s) from mac.csv (import #1): a, ")
+    assert rows_of(db, "SELECT count(*), sum(in_count), max(start) FROM counts") == \
+        [(30_000, sum(k % 7 for k in range(30_000)), start + 900 * 29_999)]
+    # a byte that is not UTF-8 in the second chunk: its offset in the whole file
+    bad = data[:1_400_000] + b"\xff" + data[1_400_000:]
+    f.write_bytes(bad)
+    r = kiosk("import", f, "--db", tmp_path / "other.db")
+    assert r.exit_code == 1
+    assert "the file is not UTF-8 text (byte 1400000); save it as CSV UTF-8" in r.output
+
+
+def test_import_problems_of_every_kind_are_counted_and_the_first_shown_by_line(tmp_path):
+    db = fill(tmp_path / "counts.db")
+    rows = []
+    for k in range(60):  # line 2 + 2k: good; 3 + 2k: its duplicate, or bad every fourth
+        a = f"2024-11-{1 + k // 24:02d}T{k % 24:02d}:00:00Z"
+        b = f"2024-11-{1 + k // 24:02d}T{k % 24:02d}:15:00Z"
+        rows.append(f"a,{a},{b},1,1")
+        rows.append(f"a,{a},{b},2,2" if k % 4 else f"a,{a},x,1,1")
+    rows.append("a,2024-11-01T00:00:00Z,2024-11-01T01:00:00Z,1,1")  # line 122 overlaps 2
+    rows.append("zz,2024-10-01T00:00:00Z,2024-10-01T00:15:00Z,1,1")  # line 123 unknown sensor
+    rows.append("b,2025-11-24T08:00:00Z,2025-11-24T08:15:00Z,1,1")  # line 124 counted here
+    f = write_csv(tmp_path / "f.csv", *rows)
+    r = kiosk("import", f, "--db", db, "--dry-run")
+    assert r.exit_code == 1
+    err = [x.removeprefix("kiosk: error: ") for x in r.output.splitlines()]
+    assert err[0] == f"{f}: 63 problems in 123 row(s); nothing was imported"
+    assert [int(x.split()[1].rstrip(":")) for x in err[1:51]] == list(range(3, 103, 2))
+    assert err[1] == "line 3: cannot read the time 'x' (expected e.g. 2026-11-22T07:00:00Z)"
+    assert err[2] == "line 5: duplicate of line 4 (a 2024-11-01T01:00:00Z)"
+    assert err[51] == "… and 13 more"
+    # the ones past the first 50 are there when the first are fixed
+    write_csv(f, *rows[120:])
+    r = kiosk("import", f, "--db", db)
+    assert r.exit_code == 1 and "2 problems in 3 row(s)" in r.output
+    assert "line 3: unknown sensor 'zz'" in r.output
+    assert "line 4: b 2025-11-24T08:00:00Z..2025-11-24T08:15:00Z overlaps counts" in r.output
+    write_csv(f, rows[0], rows[2], "a,2024-10-31T23:00:00Z,2024-11-01T01:00:00Z,1,1")
+    r = kiosk("import", f, "--db", db)
+    assert r.exit_code == 1 and "1 problem in 3 row(s)" in r.output
+    assert "line 2: a 2024-11-01T00:00:00Z..2024-11-01T00:15:00Z overlaps line 4 " \
+           "(2024-10-31T23:00:00Z..2024-11-01T01:00:00Z)" in r.output
+    assert rows_of(db, "SELECT count(*) FROM imports") == [(0,)]
+
+
+def iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -296,3 +296,64 @@ def test_kiosk_sync_of_an_imported_backlog_delivers_every_total_once(tmp_path):
     finally:
         rx.send_signal(signal.SIGTERM)
         rx.wait(30)
+
+
+def test_kiosk_import_of_a_large_file_streams_with_a_progress_line(tmp_path):
+    """A file of several read chunks (1 MiB): every row arrives; on a terminal a progress
+    line of the bytes read, in a pipe none."""
+    db = tmp_path / "counts.db"
+    start = int(time.time()) // 86400 * 86400 - 200 * 86400
+    rows = import_csv(tmp_path / "h.csv", start=start, days=120)  # 34,560 rows, 1.5 MB
+    assert (tmp_path / "h.csv").stat().st_size > 1 << 20
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk", "import", str(tmp_path / "h.csv"),
+                             "--db", str(db)], stdin=subprocess.DEVNULL, stdout=follower,
+                            stderr=subprocess.PIPE)
+    os.close(follower)
+    shown = read_pty(leader, proc)
+    os.close(leader)
+    assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    assert "\rreading: " in shown and " MB (100%)" in shown
+    assert f"imported {len(rows)} row(s) from h.csv (import #1): a, b, c" in shown
+    with sqlite3.connect(db) as conn:
+        held = {(s, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a))): (i, o)
+                for s, a, i, o in conn.execute(
+                    "SELECT sensor_id, start, in_count, out_count FROM counts"
+                    " WHERE import_id = 1")}
+        assert conn.execute("SELECT count(*) FROM import_rows").fetchone()[0] == len(rows)
+    assert held == rows
+    # the same rows with other line endings, in a pipe: nothing new, no progress line
+    (tmp_path / "crlf.csv").write_bytes((tmp_path / "h.csv").read_bytes().replace(b"\n", b"\r\n"))
+    r = kiosk("import", str(tmp_path / "crlf.csv"), "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"crlf.csv: nothing to import: all {len(rows)} row(s) are already there\n"
+    assert "\r" not in r.stdout + r.stderr
+
+
+def test_kiosk_import_killed_while_reading_leaves_the_database_as_it_was(tmp_path):
+    """kill -9 in the middle of the file: the rows read so far were only in the temp file
+    (gone with the process); nothing is in the database and the import can simply be run
+    again."""
+    db = tmp_path / "counts.db"
+    start = int(time.time()) // 86400 * 86400 - 1200 * 86400
+    rows = import_csv(tmp_path / "h.csv", start=start, days=1000)  # 288,000 rows, 13 MB
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk", "import", str(tmp_path / "h.csv"),
+                             "--db", str(db)], stdin=subprocess.DEVNULL, stdout=follower,
+                            stderr=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"reading: " not in seen and time.monotonic() < deadline:
+        if select.select([leader], [], [], 0.2)[0]:
+            seen += os.read(leader, 4096)
+    proc.kill()
+    proc.wait(30)
+    os.close(leader)
+    assert b"reading: " in seen and b"(100%)" not in seen, seen
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM counts").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM imports").fetchone()[0] == 0
+    r = kiosk("import", str(tmp_path / "h.csv"), "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"imported {len(rows)} row(s) from h.csv (import #1)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,8 +21,9 @@ from kiosk.annotations import (
     span_text,
 )
 from kiosk.cli.options import CONTEXT, config_option, db_option, locate, open_store
+from kiosk.cli.uploads import ProgressLine
+from kiosk.import_csv import SENSOR_ID, ImportProgress, ProgressCallback
 from kiosk.importer import (
-    SENSOR_ID,
     ImportFileError,
     import_file,
     import_summary,
@@ -260,11 +262,16 @@ def import_command(file: str | None, config_path: str | None, db_path: str | Non
                        f"must be able to write it: run this as that user, e.g. sudo -u kiosk)",
                        err=True)
         store = Store.open(path)  # the writer connection: short transactions beside the daemon
+    shown = ProgressLine(sys.stdout)
     with store:
         known = known_sensors(store, [s.id for s in cfg.sensors] if cfg else None)
-        r = import_file(store, file, tz=tz, upload=upload, replace_imported=replace_imported,
-                        dry_run=dry_run, known=known, any_sensor=any_sensor,
-                        upload_period_s=period_s)
+        try:
+            r = import_file(store, file, tz=tz, upload=upload, replace_imported=replace_imported,
+                            dry_run=dry_run, known=known, any_sensor=any_sensor,
+                            upload_period_s=period_s,
+                            progress=_import_progress(shown) if shown.enabled else None)
+        finally:
+            shown.close()
     if r.already:
         a = r.already
         click.echo(f"{file}: already imported on {local_text(a['imported_at'], tz, seconds=False)} "
@@ -275,6 +282,19 @@ def import_command(file: str | None, config_path: str | None, db_path: str | Non
         return
     text = import_summary(Path(file).name, r.plan, r.import_id, upload, tz)
     click.echo(text + ("; dry run, nothing written" if dry_run else ""))
+
+
+def _import_progress(shown: ProgressLine) -> ProgressCallback:
+    """The import's progress on one terminal line: MB read, then checking and writing."""
+
+    def report(p: ImportProgress) -> None:
+        if p.phase == "read":
+            shown.show(f"reading: {p.done / 1e6:,.1f} of {p.total / 1e6:,.1f} MB", p.done, p.total)
+        else:
+            shown.show("checking the rows against the database" if p.phase == "check"
+                       else "writing", 0, 0)
+
+    return report
 
 
 def _list_or_undo(config_path: str | None, db_path: str | None, undo_id: int | None) -> None:

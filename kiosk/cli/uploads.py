@@ -23,15 +23,21 @@ class ProgressLine:
         self._width = 0
 
     def __call__(self, p: Any) -> None:
+        if p.phase == "scan":
+            self.show(f"preparing: {p.done:,} of {p.total:,} periods", p.done, p.total)
+        else:
+            self.show(f"sending: {p.done:,} of {p.total:,} totals sent", p.done, p.total)
+
+    def show(self, text: str, done: int, total: int) -> None:
+        """Draw ``text`` (and ``done`` as a percentage of ``total`` when it is known),
+        unless drawn less than 0.2 s ago and not finished."""
+        if not self.enabled:
+            return
         now = time.monotonic()
-        if now - self._drawn < 0.2 and p.done < p.total:
+        if now - self._drawn < 0.2 and done < total:
             return
         self._drawn = now
-        pct = f" ({100 * p.done // p.total}%)" if p.total else ""
-        if p.phase == "scan":
-            text = f"preparing: {p.done:,} of {p.total:,} periods{pct}"
-        else:
-            text = f"sending: {p.done:,} of {p.total:,} totals sent{pct}"
+        text += f" ({100 * done // total}%)" if total else ""
         self.stream.write("\r" + text.ljust(self._width))
         self.stream.flush()
         self._width = len(text)

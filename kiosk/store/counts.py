@@ -287,18 +287,6 @@ class CountsMixin:
         rows = self.conn.execute(sql, params).fetchall()
         return [r[0] for r in rows]
 
-    def counted_starts(self, sensor_id: str, lo: int, hi: int) -> list[int]:
-        """Starts of the buckets in [lo, hi) this kiosk counted (not imported), sorted."""
-        return [s for (s,) in self.conn.execute(
-            "SELECT start FROM counts WHERE sensor_id = ? AND import_id IS NULL"
-            " AND start >= ? AND start < ? ORDER BY start", (sensor_id, lo, hi))]
-
-    def first_counted(self, sensor_id: str) -> int | None:
-        """The first bucket start this kiosk counted (not imported) for the sensor."""
-        return self.conn.execute(
-            "SELECT min(start) FROM counts WHERE sensor_id = ? AND import_id IS NULL",
-            (sensor_id,)).fetchone()[0]
-
     def sensor_rows(self) -> list[dict[str, Any]]:
         """Every row of ``sensors`` as a dict, by sensor id."""
         cur = self.conn.execute("SELECT * FROM sensors ORDER BY sensor_id")

@@ -52,13 +52,6 @@ def insert_import(conn: sqlite3.Connection, *, file: str, sha256: str, now: floa
     return int(cur.lastrowid or 0)
 
 
-def drop_imported_row(conn: sqlite3.Connection, sensor_id: str, start: int) -> None:
-    """Remove one imported row (its counts and its extent) that an import replaces."""
-    conn.execute("DELETE FROM counts WHERE sensor_id = ? AND start = ?"
-                 " AND import_id IS NOT NULL", (sensor_id, start))
-    conn.execute("DELETE FROM import_rows WHERE sensor_id = ? AND start = ?", (sensor_id, start))
-
-
 def insert_imported_rows(conn: sqlite3.Connection, import_id: int, now: float,
                          rows: Iterable[tuple[str, int, int, int, int]]) -> None:
     """Write (sensor_id, start, end, in, out) rows: counts in the bucket at ``start``
@@ -161,17 +154,6 @@ class StaffMixin:
         if row is None:
             return None
         return dict(zip(("id", "file", "imported_at", "rows", "upload"), row, strict=True))
-
-    def import_rows_overlapping(self, sensor_id: str, lo: int, hi: int
-                                ) -> list[tuple[int, int, int, int | None, int | None, int]]:
-        """(start, end, import_id, in, out, upload) of the sensor's imported rows
-        overlapping [lo, hi), by start."""
-        return self.conn.execute(
-            "SELECT r.start, r.end, r.import_id, c.in_count, c.out_count, i.upload"
-            " FROM import_rows r JOIN imports i ON i.id = r.import_id"
-            " LEFT JOIN counts c ON c.sensor_id = r.sensor_id AND c.start = r.start"
-            " WHERE r.sensor_id = ? AND r.start < ? AND r.end > ? ORDER BY r.start",
-            (sensor_id, hi, lo)).fetchall()
 
     def import_uploaded(self, import_id: int) -> bool | None:
         """Whether import ``import_id`` was made with ``--upload`` (None: no such import)."""
