@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from kiosk.store.import_table import ImportTable
 
 HEADER = ["sensor_id", "start", "end", "in", "out"]
+#: Columns `kiosk export` adds after :data:`HEADER`; an import reads past them.
+EXPORT_EXTRA = ["coverage", "imported"]
 SENSOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  #: As in the config.
 MAX_ROW_S = 31 * 86400  #: Longest row accepted (a month of totals).
 MAX_COUNT = 1_000_000_000  #: As in the upload protocol.
@@ -163,12 +165,14 @@ def _text_lines(f: BinaryIO, sha: Any, *, size: int, progress: ProgressCallback 
             return
 
 
-def _check_row(cells: list[str], line: int, now: float) -> tuple[int, str, int, int, int, int] | str:
-    """The row as (line, sensor_id, start, end, in, out), or its problem text."""
-    if len(cells) != 5:
-        return (f"line {line}: expected 5 columns (sensor_id,start,end,in,out), "
+def _check_row(cells: list[str], line: int, now: float,
+               columns: int = 5) -> tuple[int, str, int, int, int, int] | str:
+    """The row as (line, sensor_id, start, end, in, out), or its problem text (``columns``:
+    how many the header has; those past the fifth are `kiosk export`'s and not read)."""
+    if len(cells) != columns:
+        return (f"line {line}: expected {columns} columns (as in the header), "
                 f"found {len(cells)}")
-    sid, a, b, i, o = (c.strip() for c in cells)
+    sid, a, b, i, o = (c.strip() for c in cells[:5])
     bad: list[str] = []
     if not _valid_sensor_id(sid):
         bad.append(f"sensor id {sid!r} is not valid (letters, digits and . _ : -, "
@@ -216,7 +220,8 @@ def read_file(f: BinaryIO, table: ImportTable, problems: Problems, *, now: float
             header = next(reader, None)
         if header is None:
             raise _Stop("the file is empty; expected the header sensor_id,start,end,in,out")
-        if [c.strip().lower() for c in header] != HEADER:
+        names = [c.strip().lower() for c in header]
+        if names not in (HEADER, HEADER + EXPORT_EXTRA):
             raise _Stop(f"line {reader.line_num}: the header must be sensor_id,start,end,in,out "
                         f"(as `kiosk export` writes), found {','.join(header)!r}")
         batch: list[tuple[int, str, int, int, int, int]] = []
@@ -226,7 +231,7 @@ def read_file(f: BinaryIO, table: ImportTable, problems: Problems, *, now: float
                 if not any(c.strip() for c in cells):
                     continue  # blank line
                 lines += 1
-                row = _check_row(cells, reader.line_num, now)
+                row = _check_row(cells, reader.line_num, now, len(names))
                 if isinstance(row, str):
                     problems.add(reader.line_num, row)
                     future = future or "has not ended yet" in row

@@ -61,8 +61,9 @@ def test_export_csv(filled_db):
                                  "2026-11-23T07:00:00Z", "--until", "2026-11-23T10:00:00Z"])
     assert r.exit_code == 0, r.output
     rows = list(csv.reader(io.StringIO(r.output)))
-    assert rows[0] == ["sensor_id", "start", "end", "in", "out"]
-    assert rows[1:] == [
+    assert rows[0] == ["sensor_id", "start", "end", "in", "out", "coverage", "imported"]
+    assert all(r[5] == "1.0" and r[6] == "no" for r in rows[1:])  # counted throughout
+    assert [r[:5] for r in rows[1:]] == [
         ["a", "2026-11-23T07:00:00Z", "2026-11-23T08:00:00Z", "10", "0"],
         ["a", "2026-11-23T08:00:00Z", "2026-11-23T09:00:00Z", "0", "0"],
         ["a", "2026-11-23T09:00:00Z", "2026-11-23T10:00:00Z", "0", "0"],
@@ -88,10 +89,11 @@ def test_export_15m_and_1d(filled_db, tmp_path):
                                  str(tmp_path / "out.csv")])
     assert r.exit_code == 0
     rows = list(csv.reader((tmp_path / "out.csv").read_text().splitlines()))
-    assert rows[1] == ["a", "2026-11-22T22:00:00Z", "2026-11-23T22:00:00Z", "10", "0"]
+    assert rows[1][:5] == ["a", "2026-11-22T22:00:00Z", "2026-11-23T22:00:00Z", "10", "0"]
+    assert float(rows[1][5]) < 1  # the counter ran for 3 hours of that day
     r = CliRunner().invoke(cli, ["export", "--db", str(filled_db), "--period", "15m", "--since",
                                  "2026-11-23T09:00", "--until", "2026-11-23T09:30"])
-    assert r.output.splitlines()[1:] == [
+    assert [",".join(line.split(",")[:5]) for line in r.output.splitlines()[1:]] == [
         "a,2026-11-23T07:00:00Z,2026-11-23T07:15:00Z,10,0",
         "a,2026-11-23T07:15:00Z,2026-11-23T07:30:00Z,0,0",
         "b,2026-11-23T07:00:00Z,2026-11-23T07:15:00Z,0,0",

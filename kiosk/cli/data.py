@@ -77,8 +77,8 @@ def export(config_path: str | None, db_path: str | None, period: str, since: str
 
     Rows are sorted by sensor and start; periods that were counted appear even with zero
     visits; periods nothing counted (counter off, nothing imported) are left out, never
-    given as 0.  JSON rows also give coverage (the counted fraction, 0-1) and imported
-    (counts from `kiosk import`).  The CSV has exactly the columns `kiosk import` reads.
+    given as 0.  Each row also gives coverage (the counted fraction, 0-1) and imported
+    (counts from `kiosk import`); `kiosk import` reads the CSV back, past those two.
     """
     from kiosk.periods import parse_time, totals
     from kiosk.status import store_now
@@ -99,13 +99,14 @@ def export(config_path: str | None, db_path: str | None, period: str, since: str
 
 
 def export_csv(rows: list) -> str:
-    """CSV text with the header ``sensor_id,start,end,in,out``."""
+    """CSV text with the header ``sensor_id,start,end,in,out,coverage,imported``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["sensor_id", "start", "end", "in", "out"])
+    w.writerow(["sensor_id", "start", "end", "in", "out", "coverage", "imported"])
     for r in rows:
         d = r.as_dict()
-        w.writerow([d["sensor_id"], d["start"], d["end"], d["in"], d["out"]])
+        w.writerow([d["sensor_id"], d["start"], d["end"], d["in"], d["out"], d["coverage"],
+                    "yes" if d["imported"] else "no"])
     return buf.getvalue()
 
 
