@@ -24,6 +24,8 @@ Options:
                     unless a package is missing)
   --no-apt          do not apt-get install python3-venv / python3-lgpio
   --no-start        do not run systemctl daemon-reload / enable / (re)start
+  --with-web        also install the staff dashboard (kiosk-web.service, user
+                    kiosk-web in group kiosk); see "The dashboard" in the README
   --dry-run         print what would be done instead of doing it (no root needed)
   --prefix DIR      install the venv under DIR/venv        (default: /opt/kiosk)
   --etc DIR         configuration directory                (default: /etc/kiosk)
@@ -44,11 +46,14 @@ WHEELHOUSE=
 DO_APT=1
 DO_START=1
 DRY_RUN=0
+WITH_WEB=0
 PYTHON=${PYTHON:-python3}
 
 SERVICE_USER=kiosk
 STATE_DIR=/var/lib/kiosk
 UNIT_NAME=kiosk.service
+WEB_USER=kiosk-web
+WEB_UNIT_NAME=kiosk-web.service
 UNIT_DIR=/etc/systemd/system
 GPIO_RULE=/etc/udev/rules.d/60-kiosk-gpiochip.rules
 
@@ -64,6 +69,7 @@ while [[ $# -gt 0 ]]; do
         --no-apt) DO_APT=0 ;;
         --no-start) DO_START=0 ;;
         --dry-run) DRY_RUN=1 ;;
+        --with-web) WITH_WEB=1 ;;
         --prefix) [[ $# -ge 2 ]] || die "--prefix needs a directory"; PREFIX=$2; shift ;;
         --prefix=*) PREFIX=${1#*=} ;;
         --etc) [[ $# -ge 2 ]] || die "--etc needs a directory"; ETC=$2; shift ;;
@@ -213,6 +219,15 @@ if [[ -z $ROOT ]]; then
     else
         run useradd --system --gid "$SERVICE_USER" --home-dir "$STATE_DIR" --no-create-home \
             --shell /usr/sbin/nologin --comment "kiosk visitor counter" "$SERVICE_USER"
+    fi
+    # The dashboard's own user (--with-web): in group kiosk, no login, no home.
+    if [[ $WITH_WEB -eq 1 ]]; then
+        if getent passwd "$WEB_USER" >/dev/null; then
+            say "user $WEB_USER exists"
+        else
+            run useradd --system --gid "$SERVICE_USER" --home-dir /nonexistent --no-create-home \
+                --shell /usr/sbin/nologin --comment "kiosk staff dashboard" "$WEB_USER"
+        fi
     fi
     # The unit's SupplementaryGroups (gpio: /dev/gpiochip*; dialout: /dev/ttyUSB*,
     # /dev/ttyAMA*) must exist, or systemd cannot start it (status=216/GROUP).
@@ -433,6 +448,18 @@ else
     say "unit $R_UNIT is up to date"
 fi
 
+# The dashboard's unit (--with-web), likewise always the script's version.
+WEB_CHANGED=0
+if [[ $WITH_WEB -eq 1 ]]; then
+    web_tmp=$WORK/$WEB_UNIT_NAME
+    sed -e "s#/opt/kiosk#$PREFIX#g" -e "s#/etc/kiosk#$ETC#g" "$SCRIPT_DIR/$WEB_UNIT_NAME" >"$web_tmp"
+    if install_file "$web_tmp" "$ROOT$UNIT_DIR/$WEB_UNIT_NAME" 0644; then
+        WEB_CHANGED=1
+    else
+        say "unit $ROOT$UNIT_DIR/$WEB_UNIT_NAME is up to date"
+    fi
+fi
+
 # --- 7. start -----------------------------------------------------------------
 # Never enable a unit that cannot start: the groups it names must exist.
 if [[ -z $ROOT && $DRY_RUN -eq 0 ]]; then
@@ -485,6 +512,37 @@ else
         systemctl status --no-pager --lines=15 "$UNIT_NAME" >&2 || true
         systemctl stop "$UNIT_NAME" 2>/dev/null || true
         die "$UNIT_NAME did not start (see above); it is stopped and not enabled at boot.  Fix the problem and run this script again"
+    fi
+fi
+# --- 8. the dashboard (--with-web) ---------------------------------------------
+# Started after the counter; a dashboard that cannot start (e.g. [web] listen beyond
+# loopback without a password file) is shown and left stopped, and the counter runs on.
+if [[ $WITH_WEB -eq 1 && $DO_START -eq 1 && -z $ROOT && -d /run/systemd/system ]]; then
+    if [[ $WEB_CHANGED -eq 1 && $CHANGED -eq 0 ]]; then
+        run systemctl daemon-reload
+    fi
+    if systemctl is-active --quiet "$WEB_UNIT_NAME" && [[ $WEB_CHANGED -eq 0 && $CHANGED -eq 0 ]]; then
+        say "$WEB_UNIT_NAME is running and up to date; not restarting it"
+    else
+        would "(re)start $WEB_UNIT_NAME"
+        run systemctl reset-failed "$WEB_UNIT_NAME" 2>/dev/null || true
+        run systemctl restart "$WEB_UNIT_NAME" || true
+        [[ $DRY_RUN -eq 1 ]] || sleep 2  # Type=exec: a bad [web] section ends it within a second
+    fi
+    if [[ $DRY_RUN -eq 1 ]]; then
+        systemctl is-enabled --quiet "$WEB_UNIT_NAME" 2>/dev/null || run systemctl enable "$WEB_UNIT_NAME"
+    elif systemctl is-active --quiet "$WEB_UNIT_NAME"; then
+        systemctl is-enabled --quiet "$WEB_UNIT_NAME" 2>/dev/null \
+            || run systemctl enable --quiet "$WEB_UNIT_NAME"
+        say "the dashboard runs ($WEB_UNIT_NAME, user $WEB_USER, no access to the upload token)"
+        say "  it listens where [web] listen says in $CONFIG (default 127.0.0.1:8080); for the"
+        say "  site's network set listen and password_file, then:"
+        say "  sudo kiosk web --set-password --config $CONFIG && sudo systemctl restart $WEB_UNIT_NAME"
+    else
+        systemctl status --no-pager --lines=10 "$WEB_UNIT_NAME" >&2 || true
+        systemctl stop "$WEB_UNIT_NAME" 2>/dev/null || true
+        warn "$WEB_UNIT_NAME did not start (see above); it is stopped and not enabled.  The"
+        warn "  counter runs regardless.  Fix [web] in $CONFIG and run this script again."
     fi
 fi
 if [[ $DRY_RUN -eq 1 ]]; then

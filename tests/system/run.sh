@@ -475,6 +475,29 @@ as_pi 'cd ~/kiosk && ./systemd/install.sh --dry-run --wheelhouse ~/wheelhouse' >
     && tail -n 1 "$WORK/dry.log" | grep -q 'dry run: nothing was changed' \
     && ok "dry run: only what it would do" || { fail "dry run:"; cat "$WORK/dry.log" >&2; }
 
+stage "install.sh --with-web: the dashboard as its own user, without the token"
+inside sh -c 'printf "\n[web]\nlisten = \"127.0.0.1:8091\"\n" >> /etc/kiosk/kiosk.toml'
+if as_pi 'cd ~/kiosk && sudo ./systemd/install.sh --wheelhouse ~/wheelhouse --with-web' >"$WORK/web.log" 2>&1; then
+    ok "install.sh --with-web exit 0: $(grep -o 'the dashboard runs.*' "$WORK/web.log" | head -n 1)"
+else
+    fail "install.sh --with-web failed:"; sed 's/^/     | /' "$WORK/web.log" >&2
+fi
+web_pid=$(sctl show -p MainPID --value kiosk-web.service)
+[[ $(sctl is-active kiosk-web.service) == active && $(sctl is-enabled kiosk-web.service) == enabled ]] \
+    && ok "kiosk-web.service active and enabled (pid $web_pid)" || fail "kiosk-web.service is not running"
+web_user=$(inside ps -o user= -p "$web_pid" 2>/dev/null | tr -d ' ')
+[[ $web_user == kiosk-web ]] && ok "it runs as kiosk-web" || fail "it runs as '$web_user'"
+if wait_until 20 "the dashboard answers" inside python3 -c 'import urllib.request as u; u.urlopen("http://127.0.0.1:8091/", timeout=2)'; then
+    page=$(inside python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:8091/", timeout=5).read().decode())')
+    [[ $page == *sim* ]] && ok "http://127.0.0.1:8091/ answers with the Now page (sensor sim on it)" \
+        || fail "the Now page does not name sensor sim"
+else
+    fail "the dashboard does not answer on 127.0.0.1:8091"; sctl status kiosk-web.service >&2 || true
+fi
+seen=$(inside nsenter --target "$web_pid" --mount -- ls /etc/kiosk 2>&1 | tr '\n' ' ')
+[[ $seen != *token* && $seen == *kiosk.toml* ]] && ok "its /etc/kiosk holds no token: $seen" \
+    || fail "the dashboard sees: $seen"
+
 stage "power off"
 poweroff
 ok "container powered off"
