@@ -46,11 +46,12 @@ from kiosk.config import load as load_config
 from kiosk.events import SensorEvent, SensorState
 from kiosk.exc import ConfigError, SensorError, StorageError
 from kiosk.feedback import silent_day
+from kiosk.periods import duration_text, iso_utc
 from kiosk.sensors import build_sensor, build_sensors, reads_totals
 from kiosk.sensors.base import Sensor
 from kiosk.store import Store, pid_alive
 from kiosk.store.health import HealthFile, Pending
-from kiosk.writer import Writer, duration_text, iso_utc
+from kiosk.writer import Writer
 
 log = logging.getLogger("kiosk.daemon")
 

@@ -55,6 +55,21 @@ def iso_utc(ts: float) -> str:
     return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(int(ts)))  # 2x datetime's speed
 
 
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``10 h 3 min``, ``2 d 4 h`` (seconds: a duration)."""
+    s = round(max(0.0, seconds))
+    if s < 120:
+        return f"{s} s"
+    m = s // 60
+    if m < 60:
+        return f"{m} min"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h} h {m} min" if m else f"{h} h"
+    d, h = divmod(h, 24)
+    return f"{d} d {h} h" if h else f"{d} d"
+
+
 def iso_local(ts: float, tz: ZoneInfo) -> str:
     """``2026-11-22T09:00:00+02:00`` in ``tz``."""
     return datetime.fromtimestamp(int(ts), tz).isoformat()

@@ -20,11 +20,11 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from kiosk.clock import Clock
 from kiosk.events import Answer, Message, Pulse, Rejected, SensorEvent, TotalsState
 from kiosk.exc import StorageError
+from kiosk.periods import duration_text, iso_utc
 from kiosk.store import JournalEntry, SensorRow, Store, UnplacedPulse, bucket_start
 from kiosk.store.feedback import AnswerEvent, AnswerKey, UnplacedAnswer
 from kiosk.store.health import HealthFile, Pending
@@ -429,23 +429,3 @@ class Writer:
                                         "pid": os.getpid(), "since": self.stats.failing_since,
                                         **lost.as_dict()}})
         return lost
-
-
-def duration_text(seconds: float) -> str:
-    """``45 s``, ``12 min``, ``10 h 3 min``, ``2 d 4 h`` (seconds: a duration)."""
-    s = round(max(0.0, seconds))
-    if s < 120:
-        return f"{s} s"
-    m = s // 60
-    if m < 60:
-        return f"{m} min"
-    h, m = divmod(m, 60)
-    if h < 48:
-        return f"{h} h {m} min" if m else f"{h} h"
-    d, h = divmod(h, 24)
-    return f"{d} d {h} h" if h else f"{d} d"
-
-
-def iso_utc(ts: float) -> str:
-    """``2026-12-01T16:00:03Z`` for UTC seconds ``ts``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
