@@ -263,9 +263,7 @@ class Daemon:
         if "lost" in record:
             lost = record["lost"]
             held = Pending.from_dict(lost)
-            span = ""
-            if held.first_ts and held.last_ts:
-                span = f" counted between {iso_utc(held.first_ts)} and {iso_utc(held.last_ts)}"
+            span = f" {held.span_text()}" if held.span_text() else ""
             w.journal("ERROR", "counts-lost",
                       f"the previous run (pid {lost.get('pid')}) stopped on {lost.get('reason')} at "
                       f"{iso_utc(float(lost.get('at') or 0))} without writing its last counts: "

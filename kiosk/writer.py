@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from kiosk.clock import Clock
 from kiosk.events import Answer, Message, Pulse, Rejected, SensorEvent, TotalsState
 from kiosk.exc import StorageError
-from kiosk.periods import duration_text, iso_utc
+from kiosk.periods import duration_text
 from kiosk.store import JournalEntry, SensorRow, Store, UnplacedPulse, bucket_start
 from kiosk.store.feedback import AnswerEvent, AnswerKey, UnplacedAnswer
 from kiosk.store.health import HealthFile, Pending
@@ -418,9 +418,7 @@ class Writer:
         lost = self.held()
         now = self.clock.now()
         error = self.stats.last_error or "unknown error"
-        span = ""
-        if lost.first_ts is not None and lost.last_ts is not None:
-            span = (f", counted between {iso_utc(lost.first_ts)} and {iso_utc(lost.last_ts)}")
+        span = f", {lost.span_text()}" if lost.span_text() else ""
         log.critical("stopping on %s without writing the last counts: %d in, %d out (%d pulse "
                      "messages%s) and %d feedback press(es) are lost: %s", reason,
                      lost.visitors_in, lost.visitors_out, lost.pulses, span, lost.answers, error)

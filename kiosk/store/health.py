@@ -44,6 +44,14 @@ class Pending(NamedTuple):
     last_ts: float | None  #: UTC seconds of the newest pulse held
     answers: int = 0  #: feedback presses held (answers and repeated)
 
+    def span_text(self) -> str:
+        """``counted between 2026-12-03T08:41:02Z and …`` (UTC), or "" when unknown."""
+        from kiosk.periods import iso_utc
+
+        if not self.first_ts or not self.last_ts:
+            return ""
+        return f"counted between {iso_utc(self.first_ts)} and {iso_utc(self.last_ts)}"
+
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
 
