@@ -291,8 +291,9 @@ restarts=$(prop NRestarts)
 inside kill -STOP "$pid"
 wait_until 30 "a new main pid after the watchdog" sh -c "[ \"\$(nsenter --target $LEADER --all -- systemctl show -p MainPID --value kiosk)\" != $pid ] && nsenter --target $LEADER --all -- systemctl is-active --quiet kiosk" \
     && ok "restarted: pid $pid -> $(prop MainPID), NRestarts $restarts -> $(prop NRestarts)" || fail "no watchdog restart"
-inside journalctl -u kiosk --no-pager -o cat | grep -q 'Watchdog timeout' && ok "journal: Watchdog timeout" \
-    || fail "no 'Watchdog timeout' in the journal"
+# journald may write the line a moment after the restart: wait for it
+wait_until 10 "the watchdog line in the journal" sh -c "nsenter --target $LEADER --all -- journalctl -u kiosk --no-pager -o cat | grep -q 'Watchdog timeout'" \
+    && ok "journal: Watchdog timeout" || fail "no 'Watchdog timeout' in the journal"
 inside rm /etc/systemd/system/kiosk.service.d/50-test-watchdog.conf
 inside rmdir /etc/systemd/system/kiosk.service.d
 sctl daemon-reload
